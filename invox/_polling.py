@@ -1,0 +1,76 @@
+"""Poll a job until it is terminal: first delay, exponential backoff to a cap, one monotonic deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from ._exceptions import InvoxError, PollTimeoutError
+from ._models import Transcription
+
+__all__ = ["PollPolicy", "backoff_delay", "poll_until_terminal"]
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How patiently to poll; ``first_delay_s`` is best scaled to the audio's duration."""
+
+    timeout_s: float = 600.0
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    multiplier: float = 2.0
+    jitter: float = 0.1
+
+
+def backoff_delay(policy: PollPolicy, attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """Delay before poll number ``attempt + 1`` (attempt 0 is the first poll), jittered ±jitter."""
+    base = policy.first_delay_s if attempt == 0 else policy.first_delay_s * policy.multiplier**attempt
+    base = min(max(base, 0.05 if attempt else 0.0), policy.max_delay_s)
+    return base * (1 + policy.jitter * (2 * rand() - 1))
+
+
+def _timeout(request_id: str, last_status: str | None, policy: PollPolicy) -> PollTimeoutError:
+    """A timeout that says the job is not lost and how to pick it up again."""
+    return PollTimeoutError(
+        f"transcription {request_id} still {last_status or 'unpolled'} after {policy.timeout_s:g}s; "
+        "the audio was accepted, so resume by polling this request id again "
+        "(rerun the batch, or raise the poll timeout) instead of uploading it again",
+        request_id=request_id,
+        last_status=last_status,
+    )
+
+
+async def poll_until_terminal(
+    fetch: Callable[[], Awaitable[Transcription]],
+    request_id: str,
+    policy: PollPolicy = PollPolicy(),
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> Transcription:
+    """Call ``fetch`` until COMPLETED or ERROR; transient errors wait (at least Retry-After) and retry."""
+    deadline = clock() + policy.timeout_s
+    last_status: str | None = None
+    wait = backoff_delay(policy, 0)
+    attempt = 0
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0 and attempt:
+            raise _timeout(request_id, last_status, policy)
+        await sleep(max(0.0, min(wait, remaining)))
+        attempt += 1
+        try:
+            result = await fetch()
+        except InvoxError as exc:
+            if not exc.retryable:
+                raise
+            last_status = exc.error_type
+            wait = max(backoff_delay(policy, attempt), exc.retry_after or 0.0)
+            continue
+        if result.is_terminal:
+            return result
+        last_status = result.status
+        wait = backoff_delay(policy, attempt)

@@ -1,0 +1,1 @@
+"""invox-batch: batch transcription of clinical audio through Invox, orchestrated by Prefect."""

@@ -1,0 +1,37 @@
+"""Point the client at the real API when configured, else at a sandbox started for this run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pydantic import SecretStr
+
+from invox import InvoxSettings
+from sandbox.server import SandboxServer
+from sandbox.settings import SandboxSettings
+
+__all__ = ["resolve_api"]
+
+
+@contextmanager
+def resolve_api(
+    settings: InvoxSettings, say: Callable[[str], None], sandbox: SandboxSettings | None = None
+) -> Iterator[InvoxSettings]:
+    """Yield client settings; without INVOX_BASE_URL, an embedded sandbox serves for the duration."""
+    if settings.base_url:
+        yield settings
+        return
+    sandbox_settings = sandbox or SandboxSettings()
+    with SandboxServer(sandbox_settings) as server:
+        say(
+            f"INVOX_BASE_URL is not set: using the embedded sandbox at {server.base_url} "
+            f"({sandbox_settings.processing} processing; no audio leaves this machine)"
+        )
+        yield settings.model_copy(
+            update={
+                "base_url": server.base_url,
+                "app_id": sandbox_settings.app_id,
+                "api_key": SecretStr(sandbox_settings.api_key),
+            }
+        )
