@@ -40,7 +40,7 @@ sandbox: $(STAMP)
 	$(BIN)/invox-batch sandbox
 
 asr-quality: $(STAMP)
-	$(BIN)/python bench/asr_quality.py
+	$(BIN)/python -m bench.asr_quality
 
 clean:
 	rm -rf $(VENV) .prefect out

@@ -102,12 +102,16 @@ class TokenProvider:
         if not settings.app_id or not settings.api_key.get_secret_value():
             raise ConfigurationError("INVOX_APP_ID and INVOX_API_KEY must both be set")
         headers = {
-            "Authorization": basic_credentials(settings.app_id, settings.api_key.get_secret_value()),
+            "Authorization": basic_credentials(
+                settings.app_id, settings.api_key.get_secret_value()
+            ),
             VERSION_HEADER: settings.api_version,
         }
         started = self._clock()
         try:
-            response = await self._http.post(settings.base_url + settings.token_path, headers=headers)
+            response = await self._http.post(
+                settings.base_url + settings.token_path, headers=headers
+            )
         except httpx.TransportError as exc:
             raise error_from_transport(exc, operation="token request") from None
         if response.is_error:

@@ -231,7 +231,9 @@ def error_from_response(
     detail = _server_message(body) or response.reason_phrase or "error"
     hint = _HINTS.get(cls)
     if cls is UploadURLRejectedError:
-        hint = "the pre-signed URL expired, was altered or its Content-Type differs; request a new one"
+        hint = (
+            "the pre-signed URL expired, was altered or its Content-Type differs; request a new one"
+        )
     message = f"{operation} failed: HTTP {status} {detail}" + (f" ({hint})" if hint else "")
     return cls(
         message,

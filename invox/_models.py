@@ -43,7 +43,9 @@ class Segment(BaseModel):
     @classmethod
     def _speaker_as_text(cls, value: Any) -> Any:
         """Callbacks show speakers as strings like "0"; accept bare numbers too."""
-        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        return (
+            str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+        )
 
 
 class PresignedUpload(BaseModel):

@@ -25,9 +25,13 @@ class PollPolicy:
     jitter: float = 0.1
 
 
-def backoff_delay(policy: PollPolicy, attempt: int, rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    policy: PollPolicy, attempt: int, rand: Callable[[], float] = random.random
+) -> float:
     """Delay before poll number ``attempt + 1`` (attempt 0 is the first poll), jittered ±jitter."""
-    base = policy.first_delay_s if attempt == 0 else policy.first_delay_s * policy.multiplier**attempt
+    base = (
+        policy.first_delay_s if attempt == 0 else policy.first_delay_s * policy.multiplier**attempt
+    )
     base = min(max(base, 0.05 if attempt else 0.0), policy.max_delay_s)
     return base * (1 + policy.jitter * (2 * rand() - 1))
 

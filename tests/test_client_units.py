@@ -41,7 +41,9 @@ from invox import (
 )
 
 
-def _response(status: int, body: object = None, headers: dict[str, str] | None = None) -> httpx.Response:
+def _response(
+    status: int, body: object = None, headers: dict[str, str] | None = None
+) -> httpx.Response:
     content = b"" if body is None else json.dumps(body).encode()
     return httpx.Response(status, content=content, headers=headers or {})
 
@@ -103,7 +105,8 @@ def test_malformed_transcription_bodies_raise_format_errors_without_values(body:
 
 def test_transcript_text_stays_out_of_reprs() -> None:
     result = parse_transcription(
-        "r1", {"processingStatus": "COMPLETED", "transcription": [{"text": "PHI", "start": 0, "end": 1}]}
+        "r1",
+        {"processingStatus": "COMPLETED", "transcription": [{"text": "PHI", "start": 0, "end": 1}]},
     )
     assert "PHI" not in repr(result) and "PHI" not in repr(result.segments[0])
 
@@ -171,7 +174,9 @@ def test_status_codes_map_to_classes_with_retryable_flags(
 def test_error_message_reads_either_spelling_and_upstream_error_type() -> None:
     typo = error_from_response(_response(401, {"messsage": "Unauthorized"}), operation="op")
     plain = error_from_response(
-        _response(404, {"message": "Transcription not found", "errorType": "transcriptionNotFound"}),
+        _response(
+            404, {"message": "Transcription not found", "errorType": "transcriptionNotFound"}
+        ),
         operation="op",
     )
     assert "Unauthorized" in typo.message and "INVOX_API_KEY" in typo.message
@@ -180,7 +185,9 @@ def test_error_message_reads_either_spelling_and_upstream_error_type() -> None:
 
 
 def test_forbidden_says_which_permission_is_missing() -> None:
-    error = error_from_response(_response(403, {"messsage": "x", "errorType": "forbidden"}), operation="op")
+    error = error_from_response(
+        _response(403, {"messsage": "x", "errorType": "forbidden"}), operation="op"
+    )
     assert "BATCH-TRANSCRIBE" in error.message
 
 
@@ -201,7 +208,9 @@ def test_retry_after_http_date_is_in_the_future() -> None:
 
 
 def test_rate_limit_carries_retry_after() -> None:
-    error = error_from_response(_response(429, {"message": "slow"}, {"Retry-After": "3"}), operation="op")
+    error = error_from_response(
+        _response(429, {"message": "slow"}, {"Retry-After": "3"}), operation="op"
+    )
     assert error.retry_after == 3.0
 
 

@@ -1,0 +1,69 @@
+"""Shared fixtures: one instant-mode sandbox per session, reset before each test that uses it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Prefect state stays inside the project and quiet offline (set before anything imports prefect).
+os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+
+import pytest  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
+
+from invox import InvoxSettings  # noqa: E402
+from sandbox.server import SandboxServer  # noqa: E402
+from sandbox.settings import SandboxSettings  # noqa: E402
+
+from .helpers import CallbackReceiver, SandboxControl  # noqa: E402
+
+SAMPLES = ROOT / "data" / "sample"
+
+
+def client_settings_for(server: SandboxServer, **overrides: object) -> InvoxSettings:
+    """Client settings that talk to a given sandbox with its credentials."""
+    values: dict[str, object] = {
+        "base_url": server.base_url,
+        "app_id": server.settings.app_id,
+        "api_key": SecretStr(server.settings.api_key),
+        "callback_secret": SecretStr(server.settings.callback_secret),
+        "callback_api_key": SecretStr(server.settings.callback_api_key),
+    }
+    return InvoxSettings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[SandboxServer]:
+    """The instant-mode sandbox every client test talks to over loopback."""
+    settings = SandboxSettings(
+        processing="instant", callback_backoff_s=0.05, callback_timeout_s=2.0
+    )
+    with SandboxServer(settings) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: SandboxServer) -> SandboxControl:
+    """The session sandbox, reset to a clean state with no faults."""
+    control = SandboxControl(sandbox_server.base_url)
+    control.reset()
+    return control
+
+
+@pytest.fixture
+def settings(sandbox_server: SandboxServer, sandbox: SandboxControl) -> InvoxSettings:
+    """Client settings for the (freshly reset) session sandbox."""
+    return client_settings_for(sandbox_server)
+
+
+@pytest.fixture
+def callback_receiver() -> Iterator[CallbackReceiver]:
+    """A loopback endpoint collecting the sandbox's callbacks."""
+    receiver = CallbackReceiver()
+    yield receiver
+    receiver.close()
