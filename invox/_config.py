@@ -49,6 +49,10 @@ class InvoxSettings(BaseSettings):
     pool_timeout_s: float = Field(default=30.0, gt=0)
     upload_chunk_bytes: int = Field(default=1024 * 1024, ge=4096)
     mime_types: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MIME_TYPES))
+    verify_callback_signatures: bool = Field(
+        default=False,
+        description="Check callback signatures; off until Invox confirms the scheme.",
+    )
     callback_secret: SecretStr | None = Field(
         default=None, description="HMAC key for callback signatures (scheme unconfirmed)."
     )

@@ -37,13 +37,22 @@ def _fail_usage(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
+def _problems(exc: ValidationError, prefix: str) -> str:
+    """One line naming each bad setting, e.g. ``INVOX_SANDBOX_FAULTS.rate_503.token: ...``."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]).upper().replace(".", "__", 1)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(message if message.startswith(prefix) else f"{prefix}{where}: {message}")
+    return "; ".join(parts)
+
+
 def _client_settings() -> InvoxSettings:
     """Read INVOX_* settings, turning validation errors into one readable line."""
     try:
         return InvoxSettings()
     except ValidationError as exc:
-        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
-        raise _fail_usage(problems) from None
+        raise _fail_usage(_problems(exc, "INVOX_")) from None
 
 
 def _fault_overrides(**flags: Any) -> dict[str, Any]:
@@ -122,7 +131,7 @@ def sandbox(
             {**base.model_dump(), **overrides, "faults": faults.model_dump()}
         )
     except ValidationError as exc:
-        raise _fail_usage(str(exc).splitlines()[0] + ": " + exc.errors()[0]["msg"]) from None
+        raise _fail_usage(_problems(exc, "INVOX_SANDBOX_")) from None
     serve(settings, host=host, port=port)
 
 
