@@ -1,0 +1,351 @@
+"""The Parquet dataset: schema as code, atomic per-run part files, hive-partitioned by run date.
+
+Layout: ``<out>/files/run_date=YYYY-MM-DD/<flow_run_id>.parquet`` and the same under
+``<out>/segments/``. One part file per flow run, so a retry of the same flow run replaces its
+parts (even across a date change) and never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import numbers
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = "1"
+VERSION_KEY = b"invox_batch.schema_version"
+METADATA_COLUMNS_KEY = b"invox_batch.metadata_columns"
+PARTITION_COLUMN = "run_date"
+STATUSES = frozenset({"completed", "failed"})
+PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
+_UTC_US = pa.timestamp("us", tz="UTC")
+# Parquet names list items "element"; naming them so here makes a read-back schema compare equal.
+_STRING_LIST = pa.list_(pa.field("element", pa.string()))
+_PART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _field(name: str, type_: pa.DataType, nullable: bool = True) -> pa.Field:
+    """Shorthand so the schemas below read as a table of columns."""
+    return pa.field(name, type_, nullable=nullable)
+
+
+def _with_version(schema: pa.Schema, metadata_columns: Sequence[str] = ()) -> pa.Schema:
+    """Stamp the schema version (and metadata column names) into the Parquet footer."""
+    return schema.with_metadata(
+        {
+            VERSION_KEY: SCHEMA_VERSION.encode(),
+            METADATA_COLUMNS_KEY: json.dumps(list(metadata_columns)).encode(),
+        }
+    )
+
+
+_FILES_FIELDS = [
+    _field("file_id", pa.string(), nullable=False),
+    _field("row_index", pa.int32(), nullable=False),
+    _field("audio_path", pa.string(), nullable=False),
+    _field("sha256", pa.string()),
+    _field("bytes", pa.int64()),
+    _field("mime_type", pa.string()),
+    _field("duration_s", pa.float64()),
+    _field("status", pa.string(), nullable=False),
+    _field("error_type", pa.string()),
+    _field("error_message", pa.string()),
+    _field("request_id", pa.string()),
+    _field("text", pa.string()),
+    _field("n_segments", pa.int32()),
+    _field("attempts", pa.int32(), nullable=False),
+    _field("from_cache", pa.bool_(), nullable=False),
+    _field("submitted_at", _UTC_US),
+    _field("completed_at", _UTC_US),
+    _field("api_version", pa.string(), nullable=False),
+    _field("flow_run_id", pa.string(), nullable=False),
+    _field("quality", _STRING_LIST),
+]
+FILES_SCHEMA: pa.Schema = _with_version(pa.schema(_FILES_FIELDS))
+
+SEGMENTS_SCHEMA: pa.Schema = _with_version(
+    pa.schema(
+        [
+            _field("file_id", pa.string(), nullable=False),
+            _field("sha256", pa.string(), nullable=False),
+            _field("request_id", pa.string(), nullable=False),
+            _field("segment_index", pa.int32(), nullable=False),
+            _field("start_s", pa.float64(), nullable=False),
+            _field("end_s", pa.float64(), nullable=False),
+            _field("text", pa.string(), nullable=False),
+            _field("speaker", pa.string()),
+            _field("flow_run_id", pa.string(), nullable=False),
+        ]
+    )
+)
+
+# Columns a row may leave out, and the value they then get.
+_FILES_DEFAULTS: dict[str, Any] = {"quality": []}
+
+LATEST_PER_FILE_SQL = """\
+SELECT *
+FROM read_parquet('{out}/files/*/*.parquet', hive_partitioning = true, union_by_name = true)
+QUALIFY row_number() OVER (
+    PARTITION BY file_id
+    ORDER BY coalesce(completed_at, submitted_at) DESC NULLS LAST,
+             run_date DESC,
+             flow_run_id DESC
+) = 1
+ORDER BY file_id
+"""
+
+
+class SchemaDriftError(ValueError):
+    """Rows that do not match the declared schema; names columns and rows, never values."""
+
+
+@dataclass(frozen=True)
+class WrittenRun:
+    """Where one flow run's part files landed, and how many rows each holds."""
+
+    files_path: Path
+    segments_path: Path
+    rows: int
+    segments: int
+
+
+def latest_per_file_sql(out: str | Path) -> str:
+    """LATEST_PER_FILE_SQL for a concrete output folder, quoted for a SQL string literal."""
+    return LATEST_PER_FILE_SQL.format(out=str(out).replace("'", "''"))
+
+
+def _metadata_field(field: pa.Field) -> pa.Field:
+    """A manifest column as stored: nullable, plain types (all-null and dictionary → values)."""
+    type_ = field.type
+    if pa.types.is_null(type_):
+        type_ = pa.string()
+    elif pa.types.is_dictionary(type_):
+        type_ = type_.value_type
+    return pa.field(field.name, type_, nullable=True)
+
+
+def files_schema(metadata_schema: pa.Schema) -> pa.Schema:
+    """The files schema for one manifest: base columns, then its metadata columns by name."""
+    names = list(metadata_schema.names)
+    reserved = {*FILES_SCHEMA.names, PARTITION_COLUMN}
+    clashes = sorted(set(names) & reserved)
+    if clashes:
+        raise SchemaDriftError(f"manifest metadata columns clash with dataset columns: {clashes}")
+    if len(set(names)) != len(names):
+        raise SchemaDriftError("manifest metadata has duplicate column names")
+    extra = [_metadata_field(field) for field in metadata_schema]
+    return _with_version(pa.schema([*_FILES_FIELDS, *extra]), names)
+
+
+def _check_columns(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, table: str) -> None:
+    """Every row carries exactly the schema's columns (bar defaulted ones), so drift is loud."""
+    expected = set(schema.names)
+    optional = set(_FILES_DEFAULTS) if table == "files" else set()
+    for index, row in enumerate(rows):
+        keys = set(row)
+        unknown, missing = sorted(keys - expected), sorted(expected - keys - optional)
+        if unknown or missing:
+            raise SchemaDriftError(
+                f"{table} row {index}: unknown columns {unknown}, missing columns {missing}"
+            )
+
+
+def _value_problem(type_: pa.DataType, value: Any) -> str | None:
+    """What pyarrow would accept silently but we refuse (floats truncated to ints, naive times)."""
+    if value is None:
+        return None
+    if pa.types.is_integer(type_) and (
+        isinstance(value, bool) or not isinstance(value, numbers.Integral)
+    ):
+        return f"expected an integer, got {type(value).__name__}"
+    if pa.types.is_floating(type_) and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+    ):
+        return f"expected a number, got {type(value).__name__}"
+    is_text = pa.types.is_string(type_) or pa.types.is_large_string(type_)
+    if is_text and not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    if pa.types.is_list(type_) and not isinstance(value, list | tuple):
+        return f"expected a list, got {type(value).__name__}"  # a str would split into letters
+    if pa.types.is_timestamp(type_) and type_.tz is not None:
+        if not isinstance(value, datetime.datetime):
+            return f"expected a datetime, got {type(value).__name__}"
+        if value.utcoffset() is None:
+            return "naive datetime; pass a timezone-aware UTC datetime"
+    return None
+
+
+def _column(values: list[Any], field: pa.Field, table: str) -> pa.Array:
+    """One column as Arrow, failing with the column and row but without the offending value."""
+    for index, value in enumerate(values):
+        problem = _value_problem(field.type, value)
+        if problem:
+            raise SchemaDriftError(f"{table} column {field.name!r} row {index}: {problem}")
+    try:
+        array = pa.array(values, type=field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        # pyarrow's message may quote the value (PHI): keep only its kind.
+        raise SchemaDriftError(
+            f"{table} column {field.name!r}: values do not convert to {field.type} "
+            f"({type(exc).__name__})"
+        ) from None
+    if not field.nullable and array.null_count:
+        raise SchemaDriftError(f"{table} column {field.name!r} is not nullable but has nulls")
+    return array
+
+
+def _to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, table: str) -> pa.Table:
+    """Rows → Arrow table of exactly ``schema``; any drift raises before anything is written."""
+    _check_columns(rows, schema, table)
+    defaults = _FILES_DEFAULTS if table == "files" else {}
+    arrays = []
+    for field in schema:
+        default = defaults.get(field.name)
+        values = [row.get(field.name, default) for row in rows]
+        if default is not None:
+            values = [default if value is None else value for value in values]
+        arrays.append(_column(values, field, table))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _check_run_values(files: pa.Table, segments: pa.Table, flow_run_id: str) -> None:
+    """Statuses are known ones and every row belongs to the flow run the part is named after."""
+    unknown = set(files.column("status").to_pylist()) - STATUSES
+    if unknown:
+        raise SchemaDriftError(f"files column 'status' has values outside {sorted(STATUSES)}")
+    for name, table in (("files", files), ("segments", segments)):
+        if set(table.column("flow_run_id").to_pylist()) - {flow_run_id}:
+            raise SchemaDriftError(f"{name} rows carry a flow_run_id other than the run's")
+
+
+def _part_name(flow_run_id: str) -> str:
+    """The part file name, refusing ids that could escape the partition or hide the file."""
+    if not _PART_NAME.fullmatch(flow_run_id):
+        raise ValueError(
+            "flow_run_id must be letters, digits, '.', '_' or '-', not starting with '.'"
+        )
+    return f"{flow_run_id}.parquet"
+
+
+def make_dirs(path: Path, *, private: bool = True) -> None:
+    """Create missing directories (owner-only when private); existing ones keep their mode."""
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, PRIVATE_DIR_MODE if private else 0o777)
+        except FileExistsError:
+            continue
+        if private:
+            os.chmod(directory, PRIVATE_DIR_MODE)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable: the directory entry is data too."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, private: bool = True) -> None:
+    """Write through a hidden temp file, fsync, rename: readers see the old file or the new one."""
+    make_dirs(path.parent, private=private)
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, PRIVATE_FILE_MODE if private else 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if private:
+                os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _write_parquet(path: Path, table: pa.Table, *, private: bool) -> None:
+    """One part file, atomically; zstd because every reader we serve supports it."""
+    atomic_write(
+        path, lambda handle: pq.write_table(table, handle, compression="zstd"), private=private
+    )
+
+
+def _remove_other_dates(root: Path, name: str, keep: Path) -> None:
+    """Drop this run's parts under other run_date partitions, so a retry never duplicates."""
+    for part in root.glob(f"{PARTITION_COLUMN}=*/{name}"):
+        if part != keep:
+            part.unlink(missing_ok=True)
+
+
+def write_run(
+    out: str | Path,
+    flow_run_id: str,
+    run_date: datetime.date,
+    file_rows: Sequence[Mapping[str, Any]],
+    segment_rows: Sequence[Mapping[str, Any]],
+    metadata_schema: pa.Schema,
+    *,
+    private: bool = True,
+) -> WrittenRun:
+    """Write (or replace) one flow run's files and segments parts; validation precedes any I/O."""
+    if isinstance(run_date, datetime.datetime) or not isinstance(run_date, datetime.date):
+        raise TypeError("run_date must be a datetime.date (not a datetime)")
+    name = _part_name(flow_run_id)
+    files = _to_table(file_rows, files_schema(metadata_schema), "files")
+    segments = _to_table(segment_rows, SEGMENTS_SCHEMA, "segments")
+    _check_run_values(files, segments, flow_run_id)
+    root, partition = Path(out), f"{PARTITION_COLUMN}={run_date.isoformat()}"
+    make_dirs(root, private=private)
+    segments_path = root / "segments" / partition / name
+    files_path = root / "files" / partition / name
+    _write_parquet(segments_path, segments, private=private)
+    _write_parquet(files_path, files, private=private)
+    _remove_other_dates(root / "segments", name, segments_path)
+    _remove_other_dates(root / "files", name, files_path)
+    return WrittenRun(files_path, segments_path, files.num_rows, segments.num_rows)
+
+
+def _read(root: Path, base: pa.Schema, sort_keys: Sequence[str]) -> pa.Table:
+    """A whole hive-partitioned table, columns unified across runs (manifests may differ)."""
+    partition_schema = pa.schema([(PARTITION_COLUMN, pa.date32())])
+    partitioning = ds.partitioning(partition_schema, flavor="hive")
+    empty = pa.unify_schemas([base, partition_schema]).empty_table()
+    if not root.is_dir():
+        return empty
+    dataset = ds.dataset(root, format="parquet", partitioning=partitioning)
+    schemas = [fragment.physical_schema for fragment in dataset.get_fragments()]
+    if not schemas:
+        return empty
+    unified = pa.unify_schemas([*schemas, partition_schema], promote_options="permissive")
+    dataset = ds.dataset(root, format="parquet", partitioning=partitioning, schema=unified)
+    return dataset.to_table().sort_by([(key, "ascending") for key in sort_keys])
+
+
+def read_files(out: str | Path) -> pa.Table:
+    """The whole files dataset with its run_date column; hidden temp files are never read."""
+    return _read(Path(out) / "files", FILES_SCHEMA, (PARTITION_COLUMN, "flow_run_id", "row_index"))
+
+
+def read_segments(out: str | Path) -> pa.Table:
+    """The whole segments dataset with its run_date column; hidden temp files are never read."""
+    keys = (PARTITION_COLUMN, "flow_run_id", "file_id", "segment_index")
+    return _read(Path(out) / "segments", SEGMENTS_SCHEMA, keys)

@@ -1,0 +1,140 @@
+"""Caption exports: exact WebVTT and SRT text, and safe, private, atomic files."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from invox_batch.captions import safe_stem, segments_to_srt, segments_to_vtt, write_captions
+
+SEGMENTS: list[tuple[float, float, str, str | None]] = [
+    (0.0, 1.0005, "Good morning.", None),
+    (61.25, 62.0, "Any pain <today> & since when?", "Dr. Ruiz"),
+    (3661.9996, 3723.5, "Since Monday,\n\nmostly at night.", "Patient"),
+]
+
+
+def mode(path: Path) -> int:
+    """Permission bits only."""
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """A known umask, so default-permission expectations are exact."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_vtt_has_header_hours_milliseconds_voice_tags_and_escaping() -> None:
+    assert segments_to_vtt(SEGMENTS) == (
+        "WEBVTT\n"
+        "\n"
+        "00:00:00.000 --> 00:00:01.001\n"
+        "Good morning.\n"
+        "\n"
+        "00:01:01.250 --> 00:01:02.000\n"
+        "<v Dr. Ruiz>Any pain &lt;today&gt; &amp; since when?\n"
+        "\n"
+        "01:01:02.000 --> 01:02:03.500\n"
+        "<v Patient>Since Monday,\n"
+        "mostly at night.\n"
+    )
+
+
+def test_srt_is_numbered_from_one_with_comma_milliseconds() -> None:
+    assert segments_to_srt(SEGMENTS) == (
+        "1\n"
+        "00:00:00,000 --> 00:00:01,001\n"
+        "Good morning.\n"
+        "\n"
+        "2\n"
+        "00:01:01,250 --> 00:01:02,000\n"
+        "Dr. Ruiz: Any pain <today> & since when?\n"
+        "\n"
+        "3\n"
+        "01:01:02,000 --> 01:02:03,500\n"
+        "Patient: Since Monday,\n"
+        "mostly at night.\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "clock"),
+    [
+        (0.0004, "00:00:00,000"),
+        (0.0005, "00:00:00,001"),
+        (59.9996, "00:01:00,000"),
+        (7325.123, "02:02:05,123"),
+        (36000, "10:00:00,000"),
+    ],
+)
+def test_millisecond_rounding_carries_into_seconds_minutes_hours(
+    seconds: float, clock: str
+) -> None:
+    assert (
+        segments_to_srt([(seconds, seconds, "x", None)]).splitlines()[1] == f"{clock} --> {clock}"
+    )
+
+
+def test_blank_segments_are_skipped_and_numbering_stays_dense() -> None:
+    srt = segments_to_srt([(0, 1, "one", None), (1, 2, "  \n ", None), (2, 3, "two", " ")])
+    assert srt == "1\n00:00:00,000 --> 00:00:01,000\none\n\n2\n00:00:02,000 --> 00:00:03,000\ntwo\n"
+    assert segments_to_srt([]) == ""
+    assert segments_to_vtt([]) == "WEBVTT\n"
+
+
+@pytest.mark.parametrize("segment", [(2.0, 1.0, "x", None), (-1.0, 1.0, "x", None)])
+def test_impossible_times_are_refused(segment: tuple[float, float, str, str | None]) -> None:
+    with pytest.raises(ValueError):
+        segments_to_vtt([segment])
+
+
+def test_write_captions_writes_both_formats_privately_and_atomically(
+    tmp_path: Path, umask_022: None
+) -> None:
+    vtt, srt = segments_to_vtt(SEGMENTS), segments_to_srt(SEGMENTS)
+    paths = write_captions(tmp_path / "out", "visit-001", vtt=vtt, srt=srt)
+    folder = tmp_path / "out" / "captions"
+    assert paths == [folder / "visit-001.vtt", folder / "visit-001.srt"]
+    assert paths[0].read_text(encoding="utf-8") == vtt
+    assert paths[1].read_text(encoding="utf-8") == srt
+    assert [mode(p) for p in paths] == [0o600, 0o600]
+    assert mode(folder) == mode(tmp_path / "out") == 0o700
+    assert sorted(p.name for p in folder.iterdir()) == ["visit-001.srt", "visit-001.vtt"]
+
+
+def test_write_captions_replaces_and_follows_umask_when_not_private(
+    tmp_path: Path, umask_022: None
+) -> None:
+    write_captions(tmp_path, "a", vtt="WEBVTT\n")
+    (path,) = write_captions(tmp_path, "a", vtt="WEBVTT\n\nnew\n", private=False)
+    assert path.read_text(encoding="utf-8") == "WEBVTT\n\nnew\n"
+    assert mode(path) == 0o644
+    assert write_captions(tmp_path, "a") == []
+
+
+@pytest.mark.parametrize(
+    "file_id", ["../x", "../../etc/passwd", "/abs/path", "..", ".hidden", "a\\b"]
+)
+def test_file_ids_cannot_escape_or_hide(tmp_path: Path, file_id: str) -> None:
+    (path,) = write_captions(tmp_path, file_id, srt="1\n")
+    assert path.parent == tmp_path / "captions"
+    assert not path.name.startswith(".")
+    assert path.resolve().parent == (tmp_path / "captions").resolve()
+    assert [p.name for p in tmp_path.iterdir()] == ["captions"]
+
+
+def test_safe_stems_keep_plain_ids_and_never_collide() -> None:
+    assert safe_stem("visit-001_A.2") == "visit-001_A.2"
+    assert safe_stem("a/b") != safe_stem("a_b") == "a_b"
+    assert len(safe_stem("x" * 500)) < 140
+    with pytest.raises(ValueError):
+        safe_stem("")
