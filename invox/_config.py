@@ -31,6 +31,10 @@ class InvoxSettings(BaseSettings):
     base_url: str | None = Field(
         default=None, description="API root; /api/v1/... paths are appended verbatim."
     )
+    cache_namespace: str | None = Field(
+        default=None,
+        description="Names this API environment in audio identity; default the base URL.",
+    )
     app_id: str = Field(default="", description="Application id of the credential.")
     api_key: SecretStr = Field(default=SecretStr(""), description="API key of the credential.")
     api_version: str = Field(
@@ -88,6 +92,11 @@ class InvoxSettings(BaseSettings):
         except ValueError:
             raise ValueError("INVOX_API_VERSION must be a date such as 2025-11-01") from None
         return value
+
+    @property
+    def environment(self) -> str:
+        """What "the same API" means for never-pay-twice: the namespace, else the base URL."""
+        return self.cache_namespace or self.base_url or ""
 
     def timeout(self) -> httpx.Timeout:
         """The httpx timeout built from the four settings."""

@@ -11,7 +11,10 @@ from invox import InvoxSettings
 from sandbox.server import SandboxServer
 from sandbox.settings import SandboxSettings
 
-__all__ = ["resolve_api"]
+__all__ = ["EMBEDDED_NAMESPACE", "resolve_api"]
+
+# The embedded sandbox listens on a new port each run; its results are still "the same API".
+EMBEDDED_NAMESPACE = "embedded-sandbox"
 
 
 @contextmanager
@@ -31,6 +34,7 @@ def resolve_api(
         yield settings.model_copy(
             update={
                 "base_url": server.base_url,
+                "cache_namespace": settings.cache_namespace or EMBEDDED_NAMESPACE,
                 "app_id": sandbox_settings.app_id,
                 "api_key": SecretStr(sandbox_settings.api_key),
             }

@@ -1,0 +1,111 @@
+"""What operators see of a run: Prefect artifacts and a small JSON summary, never transcript text."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+
+__all__ = [
+    "TABLE_ROW_CAP",
+    "ProgressReporter",
+    "publish_outcomes",
+    "summary_markdown",
+    "write_summary",
+]
+
+TABLE_ROW_CAP = 200
+TABLE_COLUMNS = (
+    "file_id",
+    "status",
+    "error_type",
+    "request_id",
+    "from_cache",
+    "attempts",
+    "duration_s",
+)
+
+
+class ProgressReporter:
+    """A progress artifact updated as files finish, at most every ``interval_s`` (the API is shared)."""
+
+    def __init__(self, total: int, interval_s: float = 2.0) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.interval_s = interval_s
+        self._artifact_id: UUID | None = None
+        self._last = 0.0
+
+    async def start(self) -> None:
+        """Create the artifact at 0 %."""
+        self._artifact_id = await acreate_progress_artifact(
+            progress=0.0, description="Files finished (completed or failed) out of the manifest."
+        )
+
+    async def advance(self, count: int = 1) -> None:
+        """Count finished files; push an update when enough time has passed or all are done."""
+        self.done += count
+        now = time.monotonic()
+        if self._artifact_id and (self.done >= self.total or now - self._last >= self.interval_s):
+            self._last = now
+            await aupdate_progress_artifact(self._artifact_id, 100.0 * self.done / self.total)
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The run summary as a short markdown page."""
+    lines = [
+        f"# transcribe-batch: {summary['completed']} of {summary['rows']} files completed",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| completed | {summary['completed']} |",
+        f"| failed | {summary['failed']} |",
+        f"| from cache (no API call) | {summary['from_cache']} |",
+        f"| audio hours completed | {summary['audio_hours']} |",
+        f"| wall time (s) | {summary['wall_s']} |",
+        *(f"| API calls: {name} | {n} |" for name, n in summary["api_calls"].items()),
+    ]
+    if summary["error_types"]:
+        lines += ["", "| error type | rows |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in summary["error_types"].items()]
+    lines += ["", f"Parquet: `{summary['files_path']}` and `{summary['segments_path']}`"]
+    return "\n".join(lines)
+
+
+async def publish_outcomes(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
+    """A capped per-file table (no transcript text) and the markdown summary."""
+    shown = sorted(rows, key=lambda r: (r["status"] != "failed", r["row_index"]))[:TABLE_ROW_CAP]
+    table = [{c: row[c] for c in TABLE_COLUMNS} for row in shown]
+    note = (
+        f" (first {TABLE_ROW_CAP} of {len(rows)}, failures first)" if len(rows) > len(shown) else ""
+    )
+    await acreate_table_artifact(table=table, description=f"Per-file outcomes{note}.")
+    await acreate_markdown_artifact(markdown=summary_markdown(summary), description="Run summary")
+
+
+def write_summary(out: Path, flow_run_id: str, summary: dict[str, Any]) -> Path:
+    """``<out>/runs/<flow_run_id>.json``, written atomically (the CLI reads it for exit codes)."""
+    folder = out / "runs"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target = folder / f"{flow_run_id}.json"
+    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{flow_run_id}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(summary, stream, indent=2, default=str)
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return target

@@ -1,0 +1,426 @@
+"""The ``transcribe-batch`` flow: manifest → presign/upload/poll per unique audio → Parquet dataset."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+from prefect import State, flow, get_run_logger
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+from pydantic import Field
+
+from invox import (
+    ConfigurationError,
+    InvoxClient,
+    InvoxError,
+    InvoxSettings,
+    NotFoundError,
+    PollPolicy,
+)
+from invox_batch.audio import AudioCheck, inspect_audio
+from invox_batch.captions import segments_to_vtt, write_captions
+from invox_batch.dataset import write_run
+from invox_batch.manifest import Manifest, ManifestRow, read_manifest
+from tasks import transcription
+from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_key
+
+from .outcomes import (
+    Outcome,
+    RunContext,
+    file_row,
+    outcome_from_error,
+    outcome_from_records,
+    segment_rows,
+    summarise,
+)
+from .reporting import ProgressReporter, publish_outcomes, write_summary
+
+__all__ = ["FATAL_ERROR_TYPES", "transcribe_batch"]
+
+# Errors that would hit every remaining file the same way: stop calling the API after one.
+FATAL_ERROR_TYPES = frozenset(
+    {"unauthorized", "forbidden", "api_unreachable", "configuration_error"}
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unique audio identity: the unit that is paid for, however many rows share it."""
+
+    identity: str
+    label: str
+    check: AudioCheck
+
+
+@dataclass(frozen=True)
+class Options:
+    """The flow parameters the per-file work needs, gathered once."""
+
+    force: bool
+    max_resubmits: int
+    callback_url: str | None
+    poll_timeout_s: float
+    first_poll_ratio: float
+    max_poll_interval_s: float
+    retries: int
+    retry_base_delay_s: float
+
+
+class CallCounter:
+    """Counts HTTP calls by endpoint through an httpx event hook: the run's cost evidence."""
+
+    def __init__(self, token_path: str) -> None:
+        self.counts: Counter[str] = Counter()
+        self._token_path = token_path
+
+    async def __call__(self, request: httpx.Request) -> None:
+        path = request.url.path
+        if request.method == "PUT":
+            self.counts["upload"] += 1
+        elif path.endswith(self._token_path):
+            self.counts["token"] += 1
+        elif path.endswith("/generate-presigned-url"):
+            self.counts["presign"] += 1
+        elif path.endswith("/get-transcription"):
+            self.counts["status"] += 1
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: self.counts[k] for k in ("token", "presign", "upload", "status")}
+
+
+class Run:
+    """The state one flow run shares across its files: client, ledger, gate, fatal stop."""
+
+    def __init__(
+        self, client: InvoxClient, ledger: Ledger, options: Options, concurrency: int
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.options = options
+        self.gate = asyncio.Semaphore(concurrency)
+        self.stop: InvoxError | None = None
+
+    def tasks(self) -> dict[str, Any]:
+        """The three tasks bound to this run's result storage and cache settings."""
+        cached: dict[str, Any] = {
+            "result_storage": self.ledger.root,
+            "cache_expiration": self.ledger.cache_expiration,
+            "refresh_cache": self.options.force or None,
+        }
+        return {
+            "authenticate": transcription.authenticate.with_options(**self.retrying()),
+            "presign": transcription.presign.with_options(**self.retrying()),
+            "upload": transcription.upload.with_options(**cached, **self.retrying()),
+            "poll": transcription.poll.with_options(**cached),
+        }
+
+    def retrying(self) -> dict[str, Any]:
+        """Prefect retry options from the run's parameters (transient errors only)."""
+        opts = self.options
+        return {
+            "retries": opts.retries,
+            "retry_delay_seconds": transcription.retry_delays(
+                opts.retries, opts.retry_base_delay_s
+            ),
+        }
+
+    def policy(self, duration_s: float | None) -> PollPolicy:
+        """First poll when the job is likely done, judged from the audio's duration."""
+        first = (duration_s or 2.0) * self.options.first_poll_ratio
+        return PollPolicy(
+            timeout_s=self.options.poll_timeout_s,
+            first_delay_s=min(max(first, 0.05), self.options.max_poll_interval_s),
+            max_delay_s=self.options.max_poll_interval_s,
+        )
+
+
+async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
+    """Resume a recorded job, or submit anew; a job the provider no longer knows is resubmitted."""
+    try:
+        return await _submit_and_poll_once(run, unit, place)
+    except NotFoundError:
+        if place.upload is None:
+            raise
+    get_run_logger().warning(
+        "request %s of %s is unknown to the API (expired or lost); submitting the audio again",
+        place.upload.get("request_id"),
+        unit.label,
+    )
+    fresh = await run.ledger.next_free(unit.identity, place.number + 1)
+    return await _submit_and_poll_once(run, unit, Generation(fresh, "submit"))
+
+
+async def _submit_and_poll_once(run: Run, unit: Unit, place: Generation) -> Outcome:
+    """Do whatever is still unpaid for one identity: presign+upload if needed, then poll."""
+    tasks = run.tasks()
+    check = unit.check
+    upload = place.upload
+    if upload is None:
+        slot = await tasks["presign"](unit.label, check.mime_type, run.options.callback_url)
+        upload = await tasks["upload"](
+            file_id=unit.label,
+            cache_key=upload_key(unit.identity, place.number),
+            path=str(check.local_path),
+            mime_type=check.mime_type,
+            slot=slot,
+            callback_url=run.options.callback_url,
+        )
+    try:
+        result = await tasks["poll"](
+            file_id=unit.label,
+            cache_key=result_key(unit.identity, place.number),
+            request_id=upload["request_id"],
+            policy=run.policy(check.duration_s),
+        )
+    except NotFoundError:
+        raise
+    except InvoxError as exc:
+        return outcome_from_error(exc, upload=upload, attempts=place.number + 1)
+    return outcome_from_records(
+        upload, result, attempts=place.number + 1, from_cache=place.upload is not None
+    )
+
+
+def _stopped(run: Run) -> Outcome:
+    """The outcome of a file not attempted because the API refused or vanished for the run."""
+    assert run.stop is not None
+    return Outcome(
+        status="failed",
+        error_type=run.stop.error_type,
+        error_message=f"not attempted: {run.stop.message}",
+    )
+
+
+async def _settle(run: Run, unit: Unit, place: Generation, progress: Callable[[], Any]) -> Outcome:
+    """The final outcome of one identity in this run, from the ledger or from the API."""
+    if place.action in ("done", "exhausted"):
+        assert place.upload is not None and place.result is not None
+        outcome = outcome_from_records(
+            place.upload, place.result, attempts=place.number + 1, from_cache=True
+        )
+        if place.action == "exhausted":
+            outcome = _exhausted(outcome, run.options.max_resubmits)
+        await progress()
+        return outcome
+    async with run.gate:
+        if run.stop is not None:
+            outcome = _stopped(run)
+        else:
+            try:
+                outcome = await _submit_and_poll(run, unit, place)
+            except InvoxError as exc:
+                if exc.error_type in FATAL_ERROR_TYPES:
+                    run.stop = run.stop or exc
+                outcome = outcome_from_error(exc, upload=None, attempts=place.number)
+    await progress()
+    return outcome
+
+
+def _exhausted(outcome: Outcome, max_resubmits: int) -> Outcome:
+    """Say why a failed file is no longer resubmitted, and how to force it."""
+    return dataclasses.replace(
+        outcome,
+        error_message=(
+            f"the provider failed this audio {outcome.attempts} times (max_resubmits="
+            f"{max_resubmits}); not resubmitted again: check the file, then rerun with --force"
+        ),
+    )
+
+
+def _local_failure(check: AudioCheck) -> Outcome:
+    """A row that never reached the API because a local check failed."""
+    return Outcome(status="failed", error_type=check.error_type, error_message=check.error_message)
+
+
+async def _inspect_all(
+    manifest: Manifest, settings: InvoxSettings, spool: Path
+) -> list[AudioCheck]:
+    """Every local check (hashing included) off the event loop, a few files at a time."""
+    limiter = asyncio.Semaphore(4)
+
+    async def one(row: ManifestRow) -> AudioCheck:
+        async with limiter:
+            return await asyncio.to_thread(inspect_audio, row, settings.mime_types, spool)
+
+    return await asyncio.gather(*(one(row) for row in manifest.rows))
+
+
+def _units(
+    manifest: Manifest, checks: list[AudioCheck], settings: InvoxSettings, api_version: str
+) -> dict[str, Unit]:
+    """Unique identities among the rows that passed local checks (first row names the unit)."""
+    units: dict[str, Unit] = {}
+    for row, check in zip(manifest.rows, checks, strict=True):
+        if check.ok and check.sha256:
+            identity = audio_identity(check.sha256, settings.environment, api_version)
+            units.setdefault(identity, Unit(identity, row.file_id, check))
+    return units
+
+
+async def _authenticate_once(run: Run, pending: int) -> None:
+    """One token call before any upload; a refusal stops the run's API work at once."""
+    if not pending:
+        return
+    try:
+        await run.tasks()["authenticate"]()
+    except InvoxError as exc:
+        run.stop = exc
+
+
+def _run_date() -> dt.date:
+    """The partition date: the run's scheduled start in UTC, stable across UI retries."""
+    scheduled = flow_run.scheduled_start_time
+    return scheduled.astimezone(dt.UTC).date() if scheduled else dt.datetime.now(dt.UTC).date()
+
+
+def _write_captions(out: Path, rows: list[tuple[ManifestRow, Outcome]]) -> None:
+    """``<out>/captions/<file_id>.vtt`` for completed files: the API's VTT, else built from segments."""
+    for row, outcome in rows:
+        if outcome.status == "completed":
+            segments = [(float(s[0]), float(s[1]), str(s[2]), s[3]) for s in outcome.segments]
+            write_captions(out, row.file_id, vtt=outcome.vtt or segments_to_vtt(segments))
+
+
+@flow(name="transcribe-batch", persist_result=False, validate_parameters=True)
+async def transcribe_batch(
+    manifest: Annotated[str, Field(description="Manifest path or URI (.csv, .jsonl, .parquet).")],
+    out: Annotated[str, Field(description="Output folder for the Parquet dataset.")] = "out",
+    max_concurrency: Annotated[
+        int, Field(ge=1, le=256, description="Files in flight at once.")
+    ] = 8,
+    poll_timeout_s: Annotated[
+        float, Field(gt=0, description="Give up polling a job after this long (rerun resumes it).")
+    ] = 900.0,
+    force: Annotated[bool, Field(description="Resubmit every file, even completed ones.")] = False,
+    callback_url: Annotated[
+        str | None, Field(description="HTTPS URL the provider POSTs results to (optional).")
+    ] = None,
+    api_version: Annotated[
+        str | None, Field(description="X-Invox-Medical-Api-Version; default INVOX_API_VERSION.")
+    ] = None,
+    max_resubmits: Annotated[
+        int, Field(ge=0, le=10, description="Resubmissions per audio after provider errors.")
+    ] = 2,
+    vtt: Annotated[bool, Field(description="Also write <out>/captions/<file_id>.vtt.")] = False,
+    result_storage: Annotated[
+        str | None, Field(description="Folder for never-pay-twice records; default <out>/.state.")
+    ] = None,
+    cache_expiration_days: Annotated[
+        float | None, Field(gt=0, description="Forget completed results after this many days.")
+    ] = None,
+    first_poll_ratio: Annotated[
+        float, Field(gt=0, description="First poll after duration x this (provider speed).")
+    ] = 0.5,
+    max_poll_interval_s: Annotated[
+        float, Field(gt=0, description="Backoff cap between polls.")
+    ] = 30.0,
+    retries: Annotated[
+        int, Field(ge=0, le=20, description="Retries of a call after transient errors.")
+    ] = 6,
+    retry_base_delay_s: Annotated[
+        float, Field(ge=0, description="First retry delay; doubles each time, capped at 30 s.")
+    ] = 1.0,
+) -> dict[str, Any] | State[Any]:
+    """Transcribe every audio file of a manifest, paying once per audio content, into Parquet."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    out_dir = Path(out)
+    settings = InvoxSettings(api_version=api_version) if api_version else InvoxSettings()
+    if not settings.base_url:
+        raise ConfigurationError(
+            "INVOX_BASE_URL is not set for this flow run: set it (and INVOX_APP_ID, "
+            "INVOX_API_KEY) in the worker's environment, or use `invox-batch run`"
+        )
+    version = settings.api_version
+    state_dir = Path(result_storage) if result_storage else out_dir / ".state"
+    parsed = read_manifest(manifest)
+    checks = await _inspect_all(parsed, settings, state_dir / "spool")
+    units = _units(parsed, checks, settings, version)
+    logger.info("%d rows, %d unique audio files to settle", len(parsed.rows), len(units))
+
+    expiration = dt.timedelta(days=cache_expiration_days) if cache_expiration_days else None
+    ledger = Ledger(state_dir / "results", expiration)
+    options = Options(
+        force=force,
+        max_resubmits=max_resubmits,
+        callback_url=callback_url,
+        poll_timeout_s=poll_timeout_s,
+        first_poll_ratio=first_poll_ratio,
+        max_poll_interval_s=max_poll_interval_s,
+        retries=retries,
+        retry_base_delay_s=retry_base_delay_s,
+    )
+    counter = CallCounter(settings.token_path)
+    progress = ProgressReporter(len(units))
+    await progress.start()
+    async with httpx.AsyncClient(
+        timeout=settings.timeout(), event_hooks={"request": [counter]}
+    ) as http:
+        client = InvoxClient(settings, http=http)
+        run = Run(client, ledger, options, max_concurrency)
+        with transcription.using_client(client):
+            places = {i: await ledger.locate(i, max_resubmits, force) for i in units}
+            pending = sum(p.action in ("submit", "poll") for p in places.values())
+            await _authenticate_once(run, pending)
+            settled = await asyncio.gather(
+                *(_settle(run, units[i], places[i], progress.advance) for i in units)
+            )
+    outcomes = dict(zip(units, settled, strict=True))
+
+    context = RunContext(flow_run_id=str(flow_run.id or "local"), api_version=version)
+    per_row = [
+        (row, check, _row_outcome(check, outcomes, settings, version))
+        for row, check in zip(parsed.rows, checks, strict=True)
+    ]
+    file_rows = [file_row(r, c, o, context) for r, c, o in per_row]
+    segments = [s for r, c, o in per_row for s in segment_rows(r, c, o, context)]
+    written = write_run(
+        out_dir, context.flow_run_id, _run_date(), file_rows, segments, parsed.metadata_schema
+    )
+    if vtt:
+        _write_captions(out_dir, [(r, o) for r, _, o in per_row])
+
+    summary = {
+        **summarise(file_rows),
+        "flow_run_id": context.flow_run_id,
+        "manifest": manifest,
+        "api_version": version,
+        "unique_audio": len(units),
+        "api_calls": counter.as_dict(),
+        "fatal_error_type": run.stop.error_type if run.stop else None,
+        "fatal_error_message": run.stop.message if run.stop else None,
+        "wall_s": round(time.monotonic() - started, 3),
+        "files_path": str(written.files_path),
+        "segments_path": str(written.segments_path),
+    }
+    write_summary(out_dir, context.flow_run_id, summary)
+    await publish_outcomes(summary, file_rows)
+    logger.info(
+        "%d completed, %d failed (%d from cache); API calls %s",
+        summary["completed"],
+        summary["failed"],
+        summary["from_cache"],
+        summary["api_calls"],
+    )
+    if summary["failed"]:
+        kinds = ", ".join(f"{k}={v}" for k, v in summary["error_types"].items())
+        return Failed(message=f"{summary['failed']} of {summary['rows']} files failed ({kinds})")
+    return Completed(message=f"{summary['completed']} files completed", data=summary)
+
+
+def _row_outcome(
+    check: AudioCheck, outcomes: dict[str, Outcome], settings: InvoxSettings, version: str
+) -> Outcome:
+    """The outcome a manifest row reports: its identity's, or its local check failure."""
+    if not check.ok or not check.sha256:
+        return _local_failure(check)
+    return outcomes[audio_identity(check.sha256, settings.environment, version)]

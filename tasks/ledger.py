@@ -1,0 +1,93 @@
+"""What earlier runs already paid for: Prefect result records keyed by audio identity.
+
+Audio identity is the content sha256 plus the API base URL and version. Each paid attempt at an
+identity is a *generation* ``g``: ``upload-<identity>-g<g>`` records the accepted upload (its
+request id) and ``result-<identity>-g<g>`` the terminal result. The upload and poll tasks persist
+those records themselves (``cache_key_fn`` + JSON result storage); the flow reads them first so a
+rerun skips work without even a cached task run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultStore
+from prefect.serializers import JSONSerializer
+
+__all__ = ["Generation", "Ledger", "audio_identity", "result_key", "upload_key"]
+
+
+def audio_identity(sha256: str, base_url: str, api_version: str) -> str:
+    """One key per (audio content, API environment, API version): what "the same job" means."""
+    return hashlib.sha256(f"{base_url}|{api_version}|{sha256}".encode()).hexdigest()[:40]
+
+
+def upload_key(identity: str, generation: int) -> str:
+    """Storage key of the record saying this audio was accepted (and under which request id)."""
+    return f"upload-{identity}-g{generation}"
+
+
+def result_key(identity: str, generation: int) -> str:
+    """Storage key of the terminal result of that upload."""
+    return f"result-{identity}-g{generation}"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Where an identity stands: which attempt to work on and what is already known about it."""
+
+    number: int
+    action: Literal["done", "exhausted", "poll", "submit"]
+    upload: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+class Ledger:
+    """Reads the records the tasks persisted, in the same storage and format."""
+
+    def __init__(self, root: Path, cache_expiration: dt.timedelta | None = None) -> None:
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root = root
+        self.storage = LocalFileSystem(basepath=str(root))
+        self.cache_expiration = cache_expiration
+        self._store = ResultStore(
+            result_storage=self.storage, serializer=JSONSerializer(), cache_result_in_memory=False
+        )
+
+    async def read(self, key: str) -> dict[str, Any] | None:
+        """The record under ``key``, or None when absent or expired."""
+        if not await self._store.aexists(key):
+            return None
+        value = (await self._store.aread(key)).result
+        return value if isinstance(value, dict) else None
+
+    async def locate(self, identity: str, max_resubmits: int, force: bool) -> Generation:
+        """Decide what this run must do for an identity, walking its generations in order."""
+        if force:
+            return Generation(await self.next_free(identity, 0), "submit")
+        number = 0
+        while True:
+            upload = await self.read(upload_key(identity, number))
+            if upload is None:
+                return Generation(number, "submit")
+            result = await self.read(result_key(identity, number))
+            if result is None:
+                return Generation(number, "poll", upload)
+            if result.get("status") == "COMPLETED":
+                return Generation(number, "done", upload, result)
+            retried = await self.read(upload_key(identity, number + 1)) is not None
+            if not retried and number >= max_resubmits:
+                return Generation(number, "exhausted", upload, result)
+            number += 1
+
+    async def next_free(self, identity: str, start: int) -> int:
+        """The first generation at or after ``start`` with no upload record (used by --force)."""
+        number = start
+        while await self.read(upload_key(identity, number)) is not None:
+            number += 1
+        return number

@@ -1,0 +1,174 @@
+"""Prefect tasks for one audio file: presign, upload, poll; each run is named after its file.
+
+The flow run's single ``InvoxClient`` reaches the tasks through a context variable, never as a
+task input (Prefect would try to hash it). ``upload`` and ``poll`` persist their results as JSON
+under explicit cache keys (see ``tasks.ledger``); ``presign`` persists nothing because its result
+holds a signed URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from prefect import State, Task, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.context import TaskRunContext
+
+from invox import InvoxClient, InvoxError, PollPolicy, UploadURLRejectedError
+
+__all__ = [
+    "authenticate",
+    "current_client",
+    "key_from_parameters",
+    "poll",
+    "presign",
+    "retry_delays",
+    "retry_if_transient",
+    "upload",
+    "using_client",
+]
+
+_CLIENT: ContextVar[InvoxClient] = ContextVar("invox_client")
+RETRY_AFTER_CAP_S = 120.0
+
+
+@contextmanager
+def using_client(client: InvoxClient) -> Iterator[InvoxClient]:
+    """Make ``client`` the one every task in this context talks through."""
+    token = _CLIENT.set(client)
+    try:
+        yield client
+    finally:
+        _CLIENT.reset(token)
+
+
+def current_client() -> InvoxClient:
+    """The flow run's client; a task called outside ``using_client`` is a programming error."""
+    try:
+        return _CLIENT.get()
+    except LookupError:
+        raise RuntimeError("no InvoxClient in context: call tasks inside using_client()") from None
+
+
+def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry exactly what the client marked retryable (a plain def: Prefect 3.8 needs one)."""
+    error = state.data
+    return isinstance(error, InvoxError) and error.retryable
+
+
+def key_from_parameters(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """The caller computed the cache key from the audio identity; use it as given."""
+    return str(parameters["cache_key"])
+
+
+def retry_delays(retries: int, base_s: float, cap_s: float = 30.0) -> list[float]:
+    """Exponential delays for Prefect's retries: base, 2·base, 4·base… capped."""
+    return [min(base_s * 2**n, cap_s) for n in range(retries)]
+
+
+async def _wait_retry_after(error: InvoxError) -> None:
+    """Honour the server's Retry-After before Prefect schedules its own backoff."""
+    if error.retryable and error.retry_after:
+        await asyncio.sleep(min(error.retry_after, RETRY_AFTER_CAP_S))
+
+
+def _now() -> str:
+    """UTC now as ISO 8601, the form records are stored in."""
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+_RETRYING: dict[str, Any] = {
+    "retries": 6,
+    "retry_delay_seconds": retry_delays(6, 1.0),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_if_transient,
+}
+
+
+@task(name="authenticate", cache_policy=NO_CACHE, persist_result=False, **_RETRYING)
+async def authenticate() -> None:
+    """Check the credential once before any upload, so a bad key fails the run, not every row."""
+    try:
+        await current_client().authenticate()
+    except InvoxError as exc:
+        await _wait_retry_after(exc)
+        raise
+
+
+@task(
+    name="presign",
+    task_run_name="presign[{file_id}]",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    **_RETRYING,
+)
+async def presign(file_id: str, mime_type: str, callback_url: str | None) -> dict[str, str]:
+    """Open a job for one file: a one-shot upload URL and its request id (never persisted)."""
+    try:
+        slot = await current_client().generate_presigned_url(mime_type, callback_url)
+    except InvoxError as exc:
+        await _wait_retry_after(exc)
+        raise
+    get_run_logger().debug("presigned %s as request %s", file_id, slot.request_id)
+    return {"presigned_url": slot.presigned_url, "request_id": slot.request_id}
+
+
+@task(
+    name="upload",
+    task_run_name="upload[{file_id}]",
+    cache_key_fn=key_from_parameters,
+    persist_result=True,
+    result_serializer="json",
+    **_RETRYING,
+)
+async def upload(
+    file_id: str,
+    cache_key: str,
+    path: str,
+    mime_type: str,
+    slot: dict[str, str],
+    callback_url: str | None,
+) -> dict[str, str]:
+    """PUT the audio; a refused URL (expired, altered) gets one fresh presign and a second PUT."""
+    client = current_client()
+    request_id = slot["request_id"]
+    try:
+        try:
+            await client.upload(slot["presigned_url"], path, mime_type)
+        except UploadURLRejectedError:
+            get_run_logger().warning("upload URL for %s refused; requesting a fresh one", file_id)
+            fresh = await client.generate_presigned_url(mime_type, callback_url)
+            await client.upload(fresh.presigned_url, path, mime_type)
+            request_id = fresh.request_id
+    except InvoxError as exc:
+        await _wait_retry_after(exc)
+        raise
+    get_run_logger().info("uploaded %s as request %s", file_id, request_id)
+    return {"request_id": request_id, "uploaded_at": _now()}
+
+
+@task(
+    name="poll",
+    task_run_name="poll[{file_id}]",
+    cache_key_fn=key_from_parameters,
+    persist_result=True,
+    result_serializer="json",
+)
+async def poll(file_id: str, cache_key: str, request_id: str, policy: PollPolicy) -> dict[str, Any]:
+    """Wait for the job to end; only a terminal result is persisted, so a timeout resumes later."""
+    result = await current_client().wait_for_transcription(request_id, policy)
+    get_run_logger().info("%s ended %s (request %s)", file_id, result.status, request_id)
+    return {
+        "request_id": request_id,
+        "status": result.status,
+        "segments": [[s.start, s.end, s.text, s.speaker] for s in result.segments],
+        "vtt": result.vtt,
+        "error_message": result.error_message,
+        "completed_at": _now(),
+    }
