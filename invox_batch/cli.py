@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
@@ -14,6 +20,7 @@ from invox import InvoxClient, InvoxError, InvoxSettings, PollPolicy, Transcript
 from sandbox.settings import SandboxSettings
 
 from .embedded import resolve_api
+from .manifest import ManifestError, read_manifest
 
 app = typer.Typer(
     name="invox-batch",
@@ -205,6 +212,123 @@ def transcribe(
     raise typer.Exit(EXIT_OK if all(completed) else EXIT_FAILED_ROWS)
 
 
+def _export_api(settings: InvoxSettings) -> None:
+    """The flow reads INVOX_* itself: hand it the API this command resolved (maybe a sandbox)."""
+    os.environ["INVOX_BASE_URL"] = settings.base_url or ""
+    os.environ["INVOX_APP_ID"] = settings.app_id
+    os.environ["INVOX_API_KEY"] = settings.api_key.get_secret_value()
+    if settings.cache_namespace:
+        os.environ["INVOX_CACHE_NAMESPACE"] = settings.cache_namespace
+
+
+def _read_summary(out: Path, state: Any) -> dict[str, Any] | None:
+    """The summary the flow wrote for this flow run, if it got that far."""
+    path = out / "runs" / f"{state.state_details.flow_run_id}.json"
+    if not path.is_file():
+        return None
+    return cast(dict[str, Any], json.loads(path.read_text()))
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """A few plain lines: counts, errors, calls, where the Parquet went."""
+    typer.echo(
+        f"{summary['completed']} of {summary['rows']} files completed, {summary['failed']} failed, "
+        f"{summary['from_cache']} from cache; {summary['audio_hours']} audio hours; "
+        f"{summary['wall_s']} s"
+    )
+    if summary["error_types"]:
+        typer.echo(
+            "failures by type: " + ", ".join(f"{k}={v}" for k, v in summary["error_types"].items())
+        )
+    typer.echo("API calls: " + ", ".join(f"{k}={v}" for k, v in summary["api_calls"].items()))
+    typer.echo(f"files:    {summary['files_path']}")
+    typer.echo(f"segments: {summary['segments_path']}")
+
+
+def _exit_status(summary: dict[str, Any]) -> int:
+    """0 all completed; 2 when the credential or configuration was refused; else 1."""
+    if summary.get("fatal_error_type") in ("unauthorized", "forbidden", "configuration_error"):
+        _say(f"error: {summary.get('fatal_error_message')}")
+        return EXIT_USAGE
+    return EXIT_OK if summary["failed"] == 0 else EXIT_FAILED_ROWS
+
+
+@app.command()
+def run(
+    manifest: Annotated[str, typer.Argument(help="Manifest path or URI (.csv, .jsonl, .parquet).")],
+    out: Annotated[Path, typer.Option(help="Output folder of the Parquet dataset.")] = Path("out"),
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Files in flight.")] = 8,
+    force: Annotated[bool, typer.Option(help="Resubmit everything, even completed files.")] = False,
+    poll_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per job.")] = 900.0,
+    callback_url: Annotated[str | None, typer.Option(help="URL for provider callbacks.")] = None,
+    api_version: Annotated[str | None, typer.Option(help="Override INVOX_API_VERSION.")] = None,
+    max_resubmits: Annotated[int, typer.Option(min=0, help="Resubmits after job ERROR.")] = 2,
+    vtt: Annotated[bool, typer.Option(help="Write <out>/captions/<file_id>.vtt.")] = False,
+    result_storage: Annotated[
+        str | None, typer.Option(help="Never-pay-twice records [<out>/.state].")
+    ] = None,
+) -> None:
+    """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
+    from flows.transcribe_batch import transcribe_batch
+
+    try:
+        read_manifest(manifest)
+    except ManifestError as exc:
+        raise _fail_usage(str(exc)) from None
+    settings = _client_settings()
+    quiet_task_logs()
+    with resolve_api(settings, _say) as resolved:
+        _export_api(resolved)
+        state: Any = asyncio.run(
+            cast(
+                Coroutine[Any, Any, Any],
+                transcribe_batch(
+                    manifest=manifest,
+                    out=str(out),
+                    max_concurrency=concurrency,
+                    poll_timeout_s=poll_timeout,
+                    force=force,
+                    callback_url=callback_url,
+                    api_version=api_version,
+                    max_resubmits=max_resubmits,
+                    vtt=vtt,
+                    result_storage=result_storage,
+                    return_state=True,
+                ),
+            )
+        )
+    summary = _read_summary(out, state)
+    if summary is None:
+        _say(f"error: the run did not finish: {state.message}")
+        raise typer.Exit(EXIT_FAILED_ROWS)
+    _print_summary(summary)
+    raise typer.Exit(_exit_status(summary))
+
+
+@app.command()
+def validate(
+    manifest: Annotated[str, typer.Argument(help="Manifest path or URI (.csv, .jsonl, .parquet).")],
+) -> None:
+    """Check every row locally, without calling the API: files, types, sizes, durations."""
+    from .validate import render_report, validate_manifest
+
+    settings = _client_settings()
+    with tempfile.TemporaryDirectory(prefix="invox-validate-") as spool:
+        try:
+            report = validate_manifest(manifest, settings.mime_types, Path(spool))
+        except ManifestError as exc:
+            raise _fail_usage(str(exc)) from None
+        render_report(report, sys.stdout)
+    raise typer.Exit(EXIT_FAILED_ROWS if report.bad else EXIT_OK)
+
+
+def quiet_task_logs() -> None:
+    """Per-task INFO lines are noise on a terminal; the flow's own summary lines stay."""
+    logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; offline-friendly Prefect defaults unless the user set them."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
     app()

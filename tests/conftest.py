@@ -67,3 +67,21 @@ def callback_receiver() -> Iterator[CallbackReceiver]:
     receiver = CallbackReceiver()
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect API (SQLite) for the whole session: it takes 10-15 s to start."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+@pytest.fixture
+def invox_env(sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """INVOX_* variables pointing flows at the session sandbox (restored after the test)."""
+    monkeypatch.setenv("INVOX_BASE_URL", sandbox_server.base_url)
+    monkeypatch.setenv("INVOX_APP_ID", sandbox_server.settings.app_id)
+    monkeypatch.setenv("INVOX_API_KEY", sandbox_server.settings.api_key)
+    monkeypatch.delenv("INVOX_API_VERSION", raising=False)

@@ -1,0 +1,96 @@
+"""Helpers for flow tests: audio and manifests made on the spot, runs, and call accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import soundfile as sf
+
+from .helpers import SandboxControl
+
+
+def make_wav(path: Path, seed: int, seconds: float = 0.5) -> Path:
+    """A short, distinct, valid WAV (different seed → different sha256)."""
+    rng = np.random.default_rng(seed)
+    samples = (rng.standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples, 16000, subtype="PCM_16")
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_csv_manifest(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """A CSV manifest with the columns of the first row."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def audio_set(folder: Path, count: int, first_seed: int = 0) -> list[dict[str, Any]]:
+    """``count`` generated WAVs as manifest rows (relative paths, one metadata column)."""
+    return [
+        {
+            "audio_path": make_wav(folder / f"rec {n:03d}.wav", first_seed + n).name,
+            "file_id": f"f{first_seed + n:03d}",
+            "clinic": f"clinic-{n % 3}",
+        }
+        for n in range(count)
+    ]
+
+
+class FlowRun:
+    """One finished flow run: its state, summary, and the sandbox calls it made."""
+
+    def __init__(self, state: Any, summary: dict[str, Any], calls: dict[str, int]) -> None:
+        self.state = state
+        self.summary = summary
+        self.calls = calls
+
+    @property
+    def flow_run_id(self) -> str:
+        return str(self.state.state_details.flow_run_id)
+
+
+def calls_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, int]:
+    """Sandbox requests per endpoint made between two stats snapshots."""
+    names = ("token", "presign", "upload", "status")
+    return {n: after["requests"].get(n, 0) - before["requests"].get(n, 0) for n in names}
+
+
+def run_flow(sandbox: SandboxControl, manifest: Path, out: Path, **params: Any) -> FlowRun:
+    """Run transcribe-batch in this process (under the session harness) and account for it."""
+    from flows.transcribe_batch import transcribe_batch
+
+    params = {
+        "poll_timeout_s": 30.0,
+        "max_poll_interval_s": 0.2,
+        "retry_base_delay_s": 0.05,
+        **params,
+    }
+    before = sandbox.stats()
+    state = asyncio.run(
+        transcribe_batch(manifest=str(manifest), out=str(out), return_state=True, **params)
+    )
+    calls = calls_between(before, sandbox.stats())
+    summary_path = out / "runs" / f"{state.state_details.flow_run_id}.json"
+    summary = json.loads(summary_path.read_text())
+    return FlowRun(state, summary, calls)
+
+
+def files_of_run(table: pa.Table, flow_run_id: str) -> list[dict[str, Any]]:
+    """The ``files`` rows of one run, in manifest order."""
+    rows = [r for r in table.to_pylist() if r["flow_run_id"] == flow_run_id]
+    return sorted(rows, key=lambda r: r["row_index"])
