@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -19,6 +20,7 @@ from prefect import State, Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
 
 from invox import InvoxClient, InvoxError, PollPolicy, UploadURLRejectedError
 
@@ -78,6 +80,14 @@ async def _wait_retry_after(error: InvoxError) -> None:
         await asyncio.sleep(min(error.retry_after, RETRY_AFTER_CAP_S))
 
 
+def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The task run's logger, or a plain one when a body is called directly (``task.fn``)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("invox_batch.tasks")
+
+
 def _now() -> str:
     """UTC now as ISO 8601, the form records are stored in."""
     return dt.datetime.now(dt.UTC).isoformat()
@@ -115,7 +125,7 @@ async def presign(file_id: str, mime_type: str, callback_url: str | None) -> dic
     except InvoxError as exc:
         await _wait_retry_after(exc)
         raise
-    get_run_logger().debug("presigned %s as request %s", file_id, slot.request_id)
+    _log().debug("presigned %s as request %s", file_id, slot.request_id)
     return {"presigned_url": slot.presigned_url, "request_id": slot.request_id}
 
 
@@ -142,14 +152,14 @@ async def upload(
         try:
             await client.upload(slot["presigned_url"], path, mime_type)
         except UploadURLRejectedError:
-            get_run_logger().warning("upload URL for %s refused; requesting a fresh one", file_id)
+            _log().warning("upload URL for %s refused; requesting a fresh one", file_id)
             fresh = await client.generate_presigned_url(mime_type, callback_url)
             await client.upload(fresh.presigned_url, path, mime_type)
             request_id = fresh.request_id
     except InvoxError as exc:
         await _wait_retry_after(exc)
         raise
-    get_run_logger().info("uploaded %s as request %s", file_id, request_id)
+    _log().info("uploaded %s as request %s", file_id, request_id)
     return {"request_id": request_id, "uploaded_at": _now()}
 
 
@@ -163,7 +173,7 @@ async def upload(
 async def poll(file_id: str, cache_key: str, request_id: str, policy: PollPolicy) -> dict[str, Any]:
     """Wait for the job to end; only a terminal result is persisted, so a timeout resumes later."""
     result = await current_client().wait_for_transcription(request_id, policy)
-    get_run_logger().info("%s ended %s (request %s)", file_id, result.status, request_id)
+    _log().info("%s ended %s (request %s)", file_id, result.status, request_id)
     return {
         "request_id": request_id,
         "status": result.status,
