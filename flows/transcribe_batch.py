@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -113,14 +114,16 @@ class Run:
         """The three tasks bound to this run's result storage and cache settings."""
         cached: dict[str, Any] = {
             "result_storage": self.ledger.root,
-            "cache_expiration": self.ledger.cache_expiration,
             "refresh_cache": self.options.force or None,
         }
         return {
             "authenticate": transcription.authenticate.with_options(**self.retrying()),
             "presign": transcription.presign.with_options(**self.retrying()),
+            # Upload records never expire: forgetting one would pay for the audio again.
             "upload": transcription.upload.with_options(**cached, **self.retrying()),
-            "poll": transcription.poll.with_options(**cached),
+            "poll": transcription.poll.with_options(
+                **cached, cache_expiration=self.ledger.cache_expiration
+            ),
         }
 
     def retrying(self) -> dict[str, Any]:
@@ -155,8 +158,7 @@ async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
         place.upload.get("request_id"),
         unit.label,
     )
-    fresh = await run.ledger.next_free(unit.identity, place.number + 1)
-    return await _submit_and_poll_once(run, unit, Generation(fresh, "submit"))
+    return await _submit_and_poll_once(run, unit, Generation(place.number + 1, "submit"))
 
 
 async def _submit_and_poll_once(run: Run, unit: Unit, place: Generation) -> Outcome:
@@ -185,9 +187,7 @@ async def _submit_and_poll_once(run: Run, unit: Unit, place: Generation) -> Outc
         raise
     except InvoxError as exc:
         return outcome_from_error(exc, upload=upload, attempts=place.number + 1)
-    return outcome_from_records(
-        upload, result, attempts=place.number + 1, from_cache=place.upload is not None
-    )
+    return outcome_from_records(upload, result, attempts=place.number + 1, from_cache=False)
 
 
 def _stopped(run: Run) -> Outcome:
@@ -221,8 +221,29 @@ async def _settle(run: Run, unit: Unit, place: Generation, progress: Callable[[]
                 if exc.error_type in FATAL_ERROR_TYPES:
                     run.stop = run.stop or exc
                 outcome = outcome_from_error(exc, upload=None, attempts=place.number)
+            except Exception as exc:  # one file's surprise must not sink the other files' results
+                outcome = _unexpected(unit, exc)
     await progress()
     return outcome
+
+
+def _unexpected(unit: Unit, exc: Exception) -> Outcome:
+    """A failed row for an error the client did not classify (a file vanished, a bug)."""
+    get_run_logger().error(
+        "%s failed unexpectedly: %s", unit.label, type(exc).__name__, exc_info=exc
+    )
+    if isinstance(exc, OSError):
+        return Outcome(
+            status="failed",
+            error_type="unreadable",
+            error_message=f"could not read the audio file ({type(exc).__name__}); "
+            "check it still exists and is readable, then rerun",
+        )
+    return Outcome(
+        status="failed",
+        error_type="internal_error",
+        error_message=f"unexpected {type(exc).__name__}; see the flow run logs, then rerun",
+    )
 
 
 def _exhausted(outcome: Outcome, max_resubmits: int) -> Outcome:
@@ -274,6 +295,35 @@ async def _authenticate_once(run: Run, pending: int) -> None:
         await run.tasks()["authenticate"]()
     except InvoxError as exc:
         run.stop = exc
+
+
+async def _settle_all(
+    settings: InvoxSettings,
+    ledger: Ledger,
+    options: Options,
+    units: dict[str, Unit],
+    concurrency: int,
+) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None]:
+    """Settle every identity over one shared client; returns outcomes, calls made, fatal stop."""
+    counter = CallCounter(settings.token_path)
+    progress = ProgressReporter(len(units))
+    await progress.start()
+    hooks: dict[str, list[Callable[..., Any]]] = {"request": [counter]}
+    async with httpx.AsyncClient(timeout=settings.timeout(), event_hooks=hooks) as http:
+        client = InvoxClient(settings, http=http)
+        run = Run(client, ledger, options, concurrency)
+        with transcription.using_client(client):
+            run_id = str(flow_run.id)
+            places = {
+                i: await ledger.locate(i, options.max_resubmits, options.force, run_id)
+                for i in units
+            }
+            pending = sum(p.action in ("submit", "poll") for p in places.values())
+            await _authenticate_once(run, pending)
+            settled = await asyncio.gather(
+                *(_settle(run, units[i], places[i], progress.advance) for i in units)
+            )
+    return dict(zip(units, settled, strict=True)), counter.as_dict(), run.stop
 
 
 def _run_date() -> dt.date:
@@ -359,22 +409,10 @@ async def transcribe_batch(
         retries=retries,
         retry_base_delay_s=retry_base_delay_s,
     )
-    counter = CallCounter(settings.token_path)
-    progress = ProgressReporter(len(units))
-    await progress.start()
-    async with httpx.AsyncClient(
-        timeout=settings.timeout(), event_hooks={"request": [counter]}
-    ) as http:
-        client = InvoxClient(settings, http=http)
-        run = Run(client, ledger, options, max_concurrency)
-        with transcription.using_client(client):
-            places = {i: await ledger.locate(i, max_resubmits, force) for i in units}
-            pending = sum(p.action in ("submit", "poll") for p in places.values())
-            await _authenticate_once(run, pending)
-            settled = await asyncio.gather(
-                *(_settle(run, units[i], places[i], progress.advance) for i in units)
-            )
-    outcomes = dict(zip(units, settled, strict=True))
+    try:
+        outcomes, calls, stop = await _settle_all(settings, ledger, options, units, max_concurrency)
+    finally:
+        shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
 
     context = RunContext(flow_run_id=str(flow_run.id or "local"), api_version=version)
     per_row = [
@@ -395,9 +433,9 @@ async def transcribe_batch(
         "manifest": manifest,
         "api_version": version,
         "unique_audio": len(units),
-        "api_calls": counter.as_dict(),
-        "fatal_error_type": run.stop.error_type if run.stop else None,
-        "fatal_error_message": run.stop.message if run.stop else None,
+        "api_calls": calls,
+        "fatal_error_type": stop.error_type if stop else None,
+        "fatal_error_message": stop.message if stop else None,
         "wall_s": round(time.monotonic() - started, 3),
         "files_path": str(written.files_path),
         "segments_path": str(written.segments_path),

@@ -204,7 +204,9 @@ def _is_uri(location: str) -> bool:
 
 
 def _show(text: str) -> str:
-    """A path fit for a one-line message: control characters escaped, the rest as is."""
+    """A path fit for a one-line message: no query string (signatures), no control characters."""
+    if "://" in text and "?" in text:
+        text = text.split("?", 1)[0]
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 

@@ -276,6 +276,11 @@ def run(
     except ManifestError as exc:
         raise _fail_usage(str(exc)) from None
     settings = _client_settings()
+    if api_version:
+        try:
+            settings = InvoxSettings(api_version=api_version)
+        except ValidationError:
+            raise _fail_usage("--api-version must be a date such as 2025-11-01") from None
     quiet_task_logs()
     with resolve_api(settings, _say) as resolved:
         _export_api(resolved)

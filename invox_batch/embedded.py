@@ -13,7 +13,8 @@ from sandbox.settings import SandboxSettings
 
 __all__ = ["EMBEDDED_NAMESPACE", "resolve_api"]
 
-# The embedded sandbox listens on a new port each run; its results are still "the same API".
+# The embedded sandbox listens on a new port each run; its results are still "the same API"
+# (per processing mode: instant transcripts must never stand in for recognised ones).
 EMBEDDED_NAMESPACE = "embedded-sandbox"
 
 
@@ -34,7 +35,8 @@ def resolve_api(
         yield settings.model_copy(
             update={
                 "base_url": server.base_url,
-                "cache_namespace": settings.cache_namespace or EMBEDDED_NAMESPACE,
+                "cache_namespace": settings.cache_namespace
+                or f"{EMBEDDED_NAMESPACE}-{sandbox_settings.processing}",
                 "app_id": sandbox_settings.app_id,
                 "api_key": SecretStr(sandbox_settings.api_key),
             }

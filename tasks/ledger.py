@@ -66,28 +66,31 @@ class Ledger:
         value = (await self._store.aread(key)).result
         return value if isinstance(value, dict) else None
 
-    async def locate(self, identity: str, max_resubmits: int, force: bool) -> Generation:
-        """Decide what this run must do for an identity, walking its generations in order."""
-        if force:
-            return Generation(await self.next_free(identity, 0), "submit")
-        number = 0
-        while True:
-            upload = await self.read(upload_key(identity, number))
-            if upload is None:
-                return Generation(number, "submit")
-            result = await self.read(result_key(identity, number))
-            if result is None:
-                return Generation(number, "poll", upload)
-            if result.get("status") == "COMPLETED":
-                return Generation(number, "done", upload, result)
-            retried = await self.read(upload_key(identity, number + 1)) is not None
-            if not retried and number >= max_resubmits:
-                return Generation(number, "exhausted", upload, result)
-            number += 1
+    async def newest(self, identity: str) -> tuple[int, dict[str, Any] | None]:
+        """The highest generation with an upload record (-1 and None when there is none)."""
+        number, upload = -1, None
+        while (record := await self.read(upload_key(identity, number + 1))) is not None:
+            number, upload = number + 1, record
+        return number, upload
 
-    async def next_free(self, identity: str, start: int) -> int:
-        """The first generation at or after ``start`` with no upload record (used by --force)."""
-        number = start
-        while await self.read(upload_key(identity, number)) is not None:
-            number += 1
-        return number
+    async def locate(
+        self, identity: str, max_resubmits: int, force: bool, flow_run_id: str | None = None
+    ) -> Generation:
+        """Decide what this run must do for an identity; the newest generation always wins.
+
+        ``force`` starts a new generation, unless the newest one was paid for by this same flow
+        run (a Prefect retry of a forced run resumes instead of paying again).
+        """
+        number, upload = await self.newest(identity)
+        if upload is None:
+            return Generation(0, "submit")
+        if force and upload.get("flow_run_id") != flow_run_id:
+            return Generation(number + 1, "submit")
+        result = await self.read(result_key(identity, number))
+        if result is None:
+            return Generation(number, "poll", upload)
+        if result.get("status") == "COMPLETED":
+            return Generation(number, "done", upload, result)
+        if number >= max_resubmits and not force:
+            return Generation(number, "exhausted", upload, result)
+        return Generation(number + 1, "submit")

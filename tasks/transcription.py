@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
+from prefect.runtime import flow_run
 
 from invox import InvoxClient, InvoxError, PollPolicy, UploadURLRejectedError
 
@@ -144,7 +145,7 @@ async def upload(
     mime_type: str,
     slot: dict[str, str],
     callback_url: str | None,
-) -> dict[str, str]:
+) -> dict[str, str | None]:
     """PUT the audio; a refused URL (expired, altered) gets one fresh presign and a second PUT."""
     client = current_client()
     request_id = slot["request_id"]
@@ -160,7 +161,8 @@ async def upload(
         await _wait_retry_after(exc)
         raise
     _log().info("uploaded %s as request %s", file_id, request_id)
-    return {"request_id": request_id, "uploaded_at": _now()}
+    paid_by = str(flow_run.id) if flow_run.id else None
+    return {"request_id": request_id, "uploaded_at": _now(), "flow_run_id": paid_by}
 
 
 @task(

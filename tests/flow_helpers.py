@@ -94,3 +94,22 @@ def files_of_run(table: pa.Table, flow_run_id: str) -> list[dict[str, Any]]:
     """The ``files`` rows of one run, in manifest order."""
     rows = [r for r in table.to_pylist() if r["flow_run_id"] == flow_run_id]
     return sorted(rows, key=lambda r: r["row_index"])
+
+
+def retry_flow_run(flow_run_id: str) -> Any:
+    """Re-execute a finished flow run the way the UI's Retry button and a worker do."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow_async
+    from prefect.states import AwaitingRetry
+
+    from flows.transcribe_batch import transcribe_batch
+
+    async def retry() -> Any:
+        async with get_client() as client:
+            await client.set_flow_run_state(flow_run_id, AwaitingRetry(), force=True)
+            flow_run = await client.read_flow_run(flow_run_id)
+        return await run_flow_async(
+            transcribe_batch, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+        )
+
+    return asyncio.run(retry())

@@ -73,6 +73,11 @@ def test_run_with_a_manifest_lacking_audio_path_exits_2(tmp_path: Path) -> None:
     assert done.exit_code == 2 and "audio_path" in done.output
 
 
+def test_a_bad_api_version_exits_2_before_anything_runs(tmp_path: Path) -> None:
+    done = runner.invoke(app, ["run", str(SAMPLES / "manifest.csv"), "--api-version", "2025-13-01"])
+    assert done.exit_code == 2 and "--api-version must be a date" in done.output
+
+
 def test_validate_exit_codes_and_totals(tmp_path: Path) -> None:
     good = runner.invoke(app, ["validate", str(SAMPLES / "manifest.csv")])
     assert good.exit_code == 0, good.output

@@ -21,6 +21,7 @@ from .flow_helpers import (
     audio_set,
     files_of_run,
     make_wav,
+    retry_flow_run,
     run_flow,
     sha256_of,
     write_csv_manifest,
@@ -230,12 +231,6 @@ def test_jsonl_and_parquet_manifests_carry_typed_metadata(
 def test_ui_retry_of_the_same_flow_run_redoes_only_what_failed_and_replaces_its_parts(
     sandbox: SandboxControl, tmp_path: Path
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.flow_engine import run_flow_async
-    from prefect.states import AwaitingRetry
-
-    from flows.transcribe_batch import transcribe_batch
-
     rows = audio_set(tmp_path, 3)
     manifest = write_csv_manifest(tmp_path / "m.csv", rows)
     bad = sha256_of(tmp_path / rows[0]["audio_path"])
@@ -245,16 +240,7 @@ def test_ui_retry_of_the_same_flow_run_redoes_only_what_failed_and_replaces_its_
     assert first.state.is_failed()
     sandbox.faults(job_error_sha256=[])
 
-    async def retry() -> Any:
-        async with get_client() as client:
-            flow_run = await client.read_flow_run(first.state.state_details.flow_run_id)
-            await client.set_flow_run_state(flow_run.id, AwaitingRetry(), force=True)
-            flow_run = await client.read_flow_run(flow_run.id)
-        return await run_flow_async(
-            transcribe_batch, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
-        )
-
-    state = asyncio.run(retry())
+    state = retry_flow_run(first.flow_run_id)
     assert state.is_completed(), state.message
     uploads = sandbox.stats()["uploads_by_sha256"]
     assert uploads[bad] == 2 and sorted(uploads.values()) == [1, 1, 2]
@@ -278,3 +264,30 @@ def test_a_recorded_job_the_api_has_forgotten_is_submitted_again(
     new = files_of_run(read_files(tmp_path / "out"), second.flow_run_id)
     assert {r["request_id"] for r in old}.isdisjoint(r["request_id"] for r in new)
     assert [r["attempts"] for r in new] == [2, 2]
+    third = run_flow(sandbox, manifest, tmp_path / "out")  # the lost jobs are history now
+    assert third.calls == {"token": 0, "presign": 0, "upload": 0, "status": 0}
+    assert third.summary["from_cache"] == 2
+
+
+def test_ui_retry_of_a_forced_run_does_not_pay_again_for_what_it_already_forced(
+    sandbox: SandboxControl, tmp_path: Path
+) -> None:
+    rows = audio_set(tmp_path, 3)
+    manifest = write_csv_manifest(tmp_path / "m.csv", rows)
+    out = tmp_path / "out"
+    run_flow(sandbox, manifest, out)
+    bad = sha256_of(tmp_path / rows[0]["audio_path"])
+    sandbox.faults(job_error_sha256=[bad])
+    forced = run_flow(sandbox, manifest, out, force=True)
+    assert forced.state.is_failed() and sorted(sandbox.stats()["uploads_by_sha256"].values()) == [
+        2,
+        2,
+        2,
+    ]
+    sandbox.faults(job_error_sha256=[])
+    state = retry_flow_run(forced.flow_run_id)
+    assert state.is_completed(), state.message
+    uploads = sandbox.stats()["uploads_by_sha256"]
+    assert uploads[bad] == 3 and sorted(uploads.values()) == [2, 2, 3]
+    later = run_flow(sandbox, manifest, out)  # the forced results are the newest: served from cache
+    assert later.calls["upload"] == 0 and later.summary["from_cache"] == 3
