@@ -85,3 +85,9 @@ def invox_env(sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("INVOX_APP_ID", sandbox_server.settings.app_id)
     monkeypatch.setenv("INVOX_API_KEY", sandbox_server.settings.api_key)
     monkeypatch.delenv("INVOX_API_VERSION", raising=False)
+
+
+@pytest.fixture(scope="session")
+def subprocess_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One PREFECT_HOME for CLI subprocesses, so its database is migrated only once."""
+    return tmp_path_factory.mktemp("prefect-home")

@@ -87,10 +87,12 @@ def test_validate_exit_codes_and_totals(tmp_path: Path) -> None:
     assert done.exit_code == 1 and "file_missing" in done.output
 
 
-def test_make_run_path_transcribes_the_samples_with_real_speech_recognition(tmp_path: Path) -> None:
+def test_make_run_path_transcribes_the_samples_with_real_speech_recognition(
+    tmp_path: Path, subprocess_prefect_home: Path
+) -> None:
     """The user's path end to end: console entry, embedded ASR sandbox, its own Prefect server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVOX_")}
-    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    env["PREFECT_HOME"] = str(subprocess_prefect_home)
     out = tmp_path / "out"
     done = subprocess.run(
         [
