@@ -113,7 +113,7 @@ class Run:
     def tasks(self) -> dict[str, Any]:
         """The three tasks bound to this run's result storage and cache settings."""
         cached: dict[str, Any] = {
-            "result_storage": self.ledger.root,
+            "result_storage": self.ledger.storage,
             "refresh_cache": self.options.force or None,
         }
         return {
@@ -398,7 +398,7 @@ async def transcribe_batch(
     logger.info("%d rows, %d unique audio files to settle", len(parsed.rows), len(units))
 
     expiration = dt.timedelta(days=cache_expiration_days) if cache_expiration_days else None
-    ledger = Ledger(state_dir / "results", expiration)
+    ledger = await Ledger.open(state_dir / "results", expiration)
     options = Options(
         force=force,
         max_resubmits=max_resubmits,

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect.filesystems import LocalFileSystem
+from prefect.filesystems import WritableFileSystem
 from prefect.results import ResultStore
 from prefect.serializers import JSONSerializer
+
+from .storage import saved_storage
 
 __all__ = ["Generation", "Ledger", "audio_identity", "result_key", "upload_key"]
 
@@ -50,14 +52,19 @@ class Generation:
 class Ledger:
     """Reads the records the tasks persisted, in the same storage and format."""
 
-    def __init__(self, root: Path, cache_expiration: dt.timedelta | None = None) -> None:
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.root = root
-        self.storage = LocalFileSystem(basepath=str(root))
+    def __init__(
+        self, storage: WritableFileSystem, cache_expiration: dt.timedelta | None = None
+    ) -> None:
+        self.storage = storage
         self.cache_expiration = cache_expiration
         self._store = ResultStore(
-            result_storage=self.storage, serializer=JSONSerializer(), cache_result_in_memory=False
+            result_storage=storage, serializer=JSONSerializer(), cache_result_in_memory=False
         )
+
+    @classmethod
+    async def open(cls, root: Path, cache_expiration: dt.timedelta | None = None) -> Ledger:
+        """A ledger over ``root``, whose records are written atomically and owner-only."""
+        return cls(await saved_storage(root), cache_expiration)
 
     async def read(self, key: str) -> dict[str, Any] | None:
         """The record under ``key``, or None when absent or expired."""

@@ -20,7 +20,7 @@ from invox import InvoxSettings  # noqa: E402
 from sandbox.server import SandboxServer  # noqa: E402
 from sandbox.settings import SandboxSettings  # noqa: E402
 
-from .helpers import CallbackReceiver, SandboxControl  # noqa: E402
+from .helpers import CallbackReceiver, SandboxControl, clear_env  # noqa: E402
 
 SAMPLES = ROOT / "data" / "sample"
 
@@ -81,10 +81,10 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture
 def invox_env(sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """INVOX_* variables pointing flows at the session sandbox (restored after the test)."""
+    clear_env(monkeypatch, "INVOX_API_VERSION", "INVOX_CACHE_NAMESPACE")
     monkeypatch.setenv("INVOX_BASE_URL", sandbox_server.base_url)
     monkeypatch.setenv("INVOX_APP_ID", sandbox_server.settings.app_id)
     monkeypatch.setenv("INVOX_API_KEY", sandbox_server.settings.api_key)
-    monkeypatch.delenv("INVOX_API_VERSION", raising=False)
 
 
 @pytest.fixture(scope="session")

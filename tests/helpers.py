@@ -11,6 +11,14 @@ import httpx
 T = TypeVar("T")
 
 
+def clear_env(monkeypatch: Any, *names: str) -> None:
+    """Unset variables so that monkeypatch restores them later even if the code under test sets
+    them (``delenv`` of an absent variable records nothing to undo)."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def wait_until(
     probe: Callable[[], T | None], *, timeout_s: float = 10.0, interval_s: float = 0.02
 ) -> T:

@@ -15,7 +15,7 @@ from invox_batch.dataset import read_files
 
 from .conftest import ROOT, SAMPLES
 from .flow_helpers import audio_set, write_csv_manifest
-from .helpers import SandboxControl
+from .helpers import SandboxControl, clear_env
 
 runner = CliRunner()
 
@@ -23,8 +23,9 @@ runner = CliRunner()
 @pytest.fixture
 def embedded(monkeypatch: pytest.MonkeyPatch) -> None:
     """No INVOX_BASE_URL: the CLI starts its own (instant) sandbox; env changes are undone."""
-    for name in ("INVOX_BASE_URL", "INVOX_APP_ID", "INVOX_API_KEY", "INVOX_CACHE_NAMESPACE"):
-        monkeypatch.delenv(name, raising=False)
+    clear_env(
+        monkeypatch, "INVOX_BASE_URL", "INVOX_APP_ID", "INVOX_API_KEY", "INVOX_CACHE_NAMESPACE"
+    )
     monkeypatch.setenv("INVOX_SANDBOX_PROCESSING", "instant")
 
 
