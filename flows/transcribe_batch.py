@@ -342,45 +342,41 @@ def _write_captions(out: Path, rows: list[tuple[ManifestRow, Outcome]]) -> None:
 
 @flow(name="transcribe-batch", persist_result=False, validate_parameters=True)
 async def transcribe_batch(
-    manifest: Annotated[str, Field(description="Manifest path or URI (.csv, .jsonl, .parquet).")],
-    out: Annotated[str, Field(description="Output folder for the Parquet dataset.")] = "out",
-    max_concurrency: Annotated[
-        int, Field(ge=1, le=256, description="Files in flight at once.")
-    ] = 8,
-    poll_timeout_s: Annotated[
-        float, Field(gt=0, description="Give up polling a job after this long (rerun resumes it).")
-    ] = 900.0,
-    force: Annotated[bool, Field(description="Resubmit every file, even completed ones.")] = False,
-    callback_url: Annotated[
-        str | None, Field(description="HTTPS URL the provider POSTs results to (optional).")
-    ] = None,
-    api_version: Annotated[
-        str | None, Field(description="X-Invox-Medical-Api-Version; default INVOX_API_VERSION.")
-    ] = None,
-    max_resubmits: Annotated[
-        int, Field(ge=0, le=10, description="Resubmissions per audio after provider errors.")
-    ] = 2,
-    vtt: Annotated[bool, Field(description="Also write <out>/captions/<file_id>.vtt.")] = False,
-    result_storage: Annotated[
-        str | None, Field(description="Folder for never-pay-twice records; default <out>/.state.")
-    ] = None,
-    cache_expiration_days: Annotated[
-        float | None, Field(gt=0, description="Forget completed results after this many days.")
-    ] = None,
-    first_poll_ratio: Annotated[
-        float, Field(gt=0, description="First poll after duration x this (provider speed).")
-    ] = 0.5,
-    max_poll_interval_s: Annotated[
-        float, Field(gt=0, description="Backoff cap between polls.")
-    ] = 30.0,
-    retries: Annotated[
-        int, Field(ge=0, le=20, description="Retries of a call after transient errors.")
-    ] = 6,
-    retry_base_delay_s: Annotated[
-        float, Field(ge=0, description="First retry delay; doubles each time, capped at 30 s.")
-    ] = 1.0,
+    manifest: str,
+    out: str = "out",
+    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 8,
+    poll_timeout_s: Annotated[float, Field(gt=0)] = 900.0,
+    force: bool = False,
+    callback_url: str | None = None,
+    api_version: str | None = None,
+    max_resubmits: Annotated[int, Field(ge=0, le=10)] = 2,
+    vtt: bool = False,
+    result_storage: str | None = None,
+    cache_expiration_days: Annotated[float, Field(gt=0)] | None = None,
+    first_poll_ratio: Annotated[float, Field(gt=0)] = 0.5,
+    max_poll_interval_s: Annotated[float, Field(gt=0)] = 30.0,
+    retries: Annotated[int, Field(ge=0, le=20)] = 6,
+    retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0,
 ) -> dict[str, Any] | State[Any]:
-    """Transcribe every audio file of a manifest, paying once per audio content, into Parquet."""
+    """Transcribe every audio file of a manifest, paying once per audio content, into Parquet.
+
+    Args:
+        manifest: Manifest path or URI (.csv, .jsonl or .parquet) with an audio_path column.
+        out: Output folder (or path on a shared volume) for the Parquet dataset.
+        max_concurrency: Files in flight at once.
+        poll_timeout_s: Stop polling a job after this many seconds; a rerun resumes it.
+        force: Resubmit every file, even ones already completed.
+        callback_url: HTTPS URL the provider POSTs results to (polling still decides).
+        api_version: X-Invox-Medical-Api-Version to send; empty means INVOX_API_VERSION.
+        max_resubmits: Resubmissions per audio content after provider errors, across runs.
+        vtt: Also write <out>/captions/<file_id>.vtt for completed files.
+        result_storage: Folder for the never-pay-twice records; empty means <out>/.state.
+        cache_expiration_days: Forget completed results after this many days.
+        first_poll_ratio: First poll after audio duration times this (the provider's speed).
+        max_poll_interval_s: Longest wait between two polls of one job.
+        retries: Retries of one call after transient errors (429, 5xx, network).
+        retry_base_delay_s: First retry delay in seconds; doubles each time, capped at 30.
+    """
     started = time.monotonic()
     logger = get_run_logger()
     out_dir = Path(out)

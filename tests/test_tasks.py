@@ -86,3 +86,21 @@ def test_a_run_leaves_progress_table_and_summary_artifacts_without_transcripts(
     transcripts = [r["text"] for r in read_files(tmp_path / "out").to_pylist()]
     shown = table + str(found["markdown"].data)
     assert transcripts and not any(t in shown for t in transcripts)
+
+
+def test_every_flow_parameter_renders_in_the_ui_form_with_a_description() -> None:
+    from flows.transcribe_batch import transcribe_batch
+
+    schema = transcribe_batch.parameters.model_dump()
+    expected = {
+        "manifest",
+        "out",
+        "max_concurrency",
+        "poll_timeout_s",
+        "force",
+        "callback_url",
+        "api_version",
+    }
+    assert expected <= set(schema["properties"]) and schema["required"] == ["manifest"]
+    assert all(p.get("description") for p in schema["properties"].values())
+    assert schema["properties"]["max_concurrency"]["minimum"] == 1
