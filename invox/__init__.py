@@ -2,7 +2,7 @@
 
 from ._auth import TokenProvider, basic_credentials, parse_token_response
 from ._client import InvoxClient, guess_mime_type
-from ._config import DEFAULT_API_VERSION, DEFAULT_MIME_TYPES, InvoxSettings
+from ._config import ACCEPTED_MIME_TYPES, DEFAULT_API_VERSION, DEFAULT_MIME_TYPES, InvoxSettings
 from ._exceptions import (
     APIStatusError,
     APIUnreachableError,
@@ -47,6 +47,7 @@ from ._signature import (
 )
 
 __all__ = [
+    "ACCEPTED_MIME_TYPES",
     "DEFAULT_API_VERSION",
     "DEFAULT_MIME_TYPES",
     "TERMINAL_STATUSES",

@@ -6,11 +6,25 @@ import httpx
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_API_VERSION", "DEFAULT_MIME_TYPES", "InvoxSettings"]
+__all__ = ["ACCEPTED_MIME_TYPES", "DEFAULT_API_VERSION", "DEFAULT_MIME_TYPES", "InvoxSettings"]
 
 DEFAULT_API_VERSION = "2025-11-01"
 
-# The contract's published list; MP3 goes as audio/mp3 (the live API may prefer audio/mpeg).
+# The contract's published list (§9) plus audio/mpeg, which the docs' own example uses.
+ACCEPTED_MIME_TYPES: frozenset[str] = frozenset(
+    {
+        "audio/x-wav",
+        "audio/wav",
+        "audio/mp3",
+        "audio/m4a",
+        "audio/flac",
+        "audio/ogg",
+        "audio/webm",
+        "audio/mpeg",
+    }
+)
+
+# Extension map; MP3 goes as audio/mp3 (the live API may prefer audio/mpeg).
 DEFAULT_MIME_TYPES: dict[str, str] = {
     ".wav": "audio/wav",
     ".mp3": "audio/mp3",

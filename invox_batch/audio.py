@@ -15,6 +15,8 @@ from typing import IO, Literal, TypeVar
 import fsspec
 import soundfile
 
+from invox import ACCEPTED_MIME_TYPES
+
 from .manifest import ManifestRow
 
 __all__ = [
@@ -36,19 +38,6 @@ ErrorType = Literal[
     "not_audio",
 ]
 
-# The contract's published list, plus audio/mpeg which the sandbox (and the docs' example) accept.
-ACCEPTED_MIME_TYPES: frozenset[str] = frozenset(
-    {
-        "audio/x-wav",
-        "audio/wav",
-        "audio/mp3",
-        "audio/m4a",
-        "audio/flac",
-        "audio/ogg",
-        "audio/webm",
-        "audio/mpeg",
-    }
-)
 CHUNK_BYTES = 1024 * 1024
 _HEAD_BYTES = 4096
 
