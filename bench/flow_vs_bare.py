@@ -154,11 +154,13 @@ def calls(http: httpx.Client, before: dict[str, Any]) -> dict[str, int]:
 
 def measure(files: int, concurrency: int) -> dict[str, Any]:
     """Bare loop, flow, and a cached rerun of the flow, against one sandbox."""
-    from sandbox import SandboxServer, SandboxSettings
+    from sandbox import Faults, SandboxServer, SandboxSettings
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        SandboxServer(SandboxSettings(processing="instant")) as server,
+        SandboxServer(
+            SandboxSettings(processing="instant", faults=Faults(processing_delay_s=(0, 0)))
+        ) as server,
     ):
         folder = Path(tmp)
         manifest = make_inputs(folder, files)

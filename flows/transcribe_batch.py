@@ -26,6 +26,7 @@ from invox import (
     InvoxSettings,
     NotFoundError,
     PollPolicy,
+    check_callback_url,
 )
 from invox_batch.audio import AudioCheck, inspect_audio
 from invox_batch.captions import segments_to_vtt, write_captions
@@ -386,6 +387,8 @@ async def transcribe_batch(
             "INVOX_BASE_URL is not set for this flow run: set it (and INVOX_APP_ID, "
             "INVOX_API_KEY) in the worker's environment, or use `invox-batch run`"
         )
+    if callback_url:
+        check_callback_url(callback_url)
     version = settings.api_version
     state_dir = Path(result_storage) if result_storage else out_dir / ".state"
     parsed = read_manifest(manifest)

@@ -1,7 +1,8 @@
 """Typed async client for the Invox Medical asynchronous transcription API."""
 
 from ._auth import TokenProvider, basic_credentials, parse_token_response
-from ._client import InvoxClient, guess_mime_type
+from ._callbacks import check_callback
+from ._client import InvoxClient, check_callback_url, guess_mime_type
 from ._config import ACCEPTED_MIME_TYPES, DEFAULT_API_VERSION, DEFAULT_MIME_TYPES, InvoxSettings
 from ._exceptions import (
     APIStatusError,
@@ -83,6 +84,8 @@ __all__ = [
     "backoff_delay",
     "basic_credentials",
     "callback_string_to_sign",
+    "check_callback",
+    "check_callback_url",
     "error_from_response",
     "guess_mime_type",
     "parse_callback",

@@ -30,12 +30,31 @@ from ._models import (
 from ._polling import PollPolicy, poll_until_terminal
 from ._redact import install_httpx_log_redaction, redact_url
 
-__all__ = ["InvoxClient", "guess_mime_type"]
+__all__ = ["InvoxClient", "check_callback_url", "guess_mime_type"]
 
 logger = logging.getLogger("invox")
 
 PRESIGN_PATH = "/api/v1/generate-presigned-url"
 TRANSCRIPTION_PATH = "/api/v1/get-transcription"
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def check_callback_url(url: str) -> str:
+    """Callbacks carry transcripts: HTTPS only (plain http just for a receiver on this machine)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        raise ConfigurationError("callback URL is not a valid URL") from None
+    local = parsed.host in _LOOPBACK or parsed.host.startswith("127.")
+    if parsed.scheme == "https" and parsed.host:
+        return url
+    if parsed.scheme == "http" and local:
+        return url
+    raise ConfigurationError(
+        "callback URL must be an absolute https:// URL (http:// only for localhost)"
+    )
 
 
 def guess_mime_type(path: str | os.PathLike[str], mime_types: dict[str, str]) -> str | None:
@@ -98,7 +117,7 @@ class InvoxClient:
         """Open a job: a one-shot upload URL and the request id that tracks the result."""
         payload: dict[str, Any] = {"mimeType": mime_type}
         if callback_url:
-            payload["callbackUrl"] = callback_url
+            payload["callbackUrl"] = check_callback_url(callback_url)
         body = await self._call(PRESIGN_PATH, payload, operation="generate-presigned-url")
         upload = parse_presigned_upload(body)
         logger.debug("presigned %s for request %s", upload.redacted_url, upload.request_id)

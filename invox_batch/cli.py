@@ -16,7 +16,14 @@ from typing import Annotated, Any, cast
 import typer
 from pydantic import ValidationError
 
-from invox import InvoxClient, InvoxError, InvoxSettings, PollPolicy, Transcription
+from invox import (
+    InvoxClient,
+    InvoxError,
+    InvoxSettings,
+    PollPolicy,
+    Transcription,
+    check_callback_url,
+)
 from sandbox.settings import SandboxSettings
 
 from .embedded import resolve_api
@@ -70,6 +77,8 @@ def _fault_overrides(**flags: Any) -> dict[str, Any]:
         faults["rate_429"] = dict.fromkeys(every, flags["rate_429"])
     if flags["rate_503"] is not None:
         faults["rate_503"] = dict.fromkeys(every, flags["rate_503"])
+    if flags["rate_500"] is not None:
+        faults["rate_500"] = dict.fromkeys(every, flags["rate_500"])
     if flags["latency"] is not None:
         faults["latency_s"] = dict.fromkeys(every, flags["latency"])
     if flags["processing_delay"] is not None:
@@ -97,6 +106,7 @@ def sandbox(
     asr_model: Annotated[str | None, typer.Option(help="clinical or general.")] = None,
     rate_429: Annotated[float | None, typer.Option(help="P(429) on every endpoint.")] = None,
     rate_503: Annotated[float | None, typer.Option(help="P(503) on every endpoint.")] = None,
+    rate_500: Annotated[float | None, typer.Option(help="P(500) on every endpoint.")] = None,
     latency: Annotated[float | None, typer.Option(help="Seconds added to every answer.")] = None,
     processing_delay: Annotated[
         tuple[float, float] | None, typer.Option(help="MIN MAX seconds before a job ends.")
@@ -125,6 +135,7 @@ def sandbox(
         fault_flags = _fault_overrides(
             rate_429=rate_429,
             rate_503=rate_503,
+            rate_500=rate_500,
             latency=latency,
             processing_delay=processing_delay,
             token_ttl=token_ttl,
@@ -281,6 +292,11 @@ def run(
             settings = InvoxSettings(api_version=api_version)
         except ValidationError:
             raise _fail_usage("--api-version must be a date such as 2025-11-01") from None
+    if callback_url:
+        try:
+            check_callback_url(callback_url)
+        except InvoxError as exc:
+            raise _fail_usage(f"--callback-url: {exc.message}") from None
     quiet_task_logs()
     with resolve_api(settings, _say) as resolved:
         _export_api(resolved)

@@ -92,14 +92,14 @@ SEGMENTS_SCHEMA: pa.Schema = _with_version(
 # Columns a row may leave out, and the value they then get.
 _FILES_DEFAULTS: dict[str, Any] = {"quality": []}
 
+# The latest *transcript* per file: failed rows (a later timeout, say) never hide a completed one.
 LATEST_PER_FILE_SQL = """\
 SELECT *
 FROM read_parquet('{out}/files/*/*.parquet', hive_partitioning = true, union_by_name = true)
+WHERE status = 'completed'
 QUALIFY row_number() OVER (
     PARTITION BY file_id
-    ORDER BY coalesce(completed_at, submitted_at) DESC NULLS LAST,
-             run_date DESC,
-             flow_run_id DESC
+    ORDER BY completed_at DESC NULLS LAST, run_date DESC, flow_run_id DESC
 ) = 1
 ORDER BY file_id
 """

@@ -85,11 +85,13 @@ def not_found() -> ApiError:
     return ApiError(404, "Transcription not found", error_type="transcriptionNotFound")
 
 
-def throttled(status: Literal[429, 503], retry_after_s: float) -> ApiError:
-    """Injected 429/503 with ``Retry-After`` as delay-seconds: the integer ceiling of the knob."""
-    message = "Too many requests" if status == 429 else "Service unavailable"
-    retry_after = math.ceil(retry_after_s)
-    return ApiError(status, message, key="message", headers={"Retry-After": str(retry_after)})
+_INJECTED = {429: "Too many requests", 500: "Internal server error", 503: "Service unavailable"}
+
+
+def throttled(status: Literal[429, 500, 503], retry_after_s: float) -> ApiError:
+    """An injected 429/500/503; 429 and 503 carry ``Retry-After`` (the knob's integer ceiling)."""
+    headers = {} if status == 500 else {"Retry-After": str(math.ceil(retry_after_s))}
+    return ApiError(status, _INJECTED[status], key="message", headers=headers)
 
 
 class StorageError(Exception):

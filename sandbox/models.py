@@ -336,17 +336,20 @@ class SandboxBackend:
             self.random = RandomStreams(faults.seed)
         self.faults = faults
 
-    def draw_fault(self, endpoint: Endpoint) -> Literal[429, 503] | None:
-        """One uniform draw per request decides 429, 503 or a normal answer."""
-        rate_429 = self.faults.rate_429.get(endpoint, 0.0)
-        rate_503 = self.faults.rate_503.get(endpoint, 0.0)
-        if rate_429 + rate_503 <= 0.0:
+    def draw_fault(self, endpoint: Endpoint) -> Literal[429, 500, 503] | None:
+        """One uniform draw per request decides 429, 503, 500 or a normal answer."""
+        rates = (
+            (429, self.faults.rate_429.get(endpoint, 0.0)),
+            (503, self.faults.rate_503.get(endpoint, 0.0)),
+            (500, self.faults.rate_500.get(endpoint, 0.0)),
+        )
+        if sum(rate for _, rate in rates) <= 0.0:
             return None
         draw = self.random(f"fault:{endpoint}").random()
-        if draw < rate_429:
-            return 429
-        if draw < rate_429 + rate_503:
-            return 503
+        for status, rate in rates:
+            if draw < rate:
+                return status  # type: ignore[return-value]
+            draw -= rate
         return None
 
     def draw_callback_drop(self) -> bool:

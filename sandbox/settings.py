@@ -39,9 +39,11 @@ class Faults(BaseModel):
 
     rate_429: dict[Endpoint, Probability] = {}
     rate_503: dict[Endpoint, Probability] = {}
+    rate_500: dict[Endpoint, Probability] = {}
     retry_after_s: Seconds = 1.0
     latency_s: dict[Endpoint, Seconds] = {}
-    processing_delay_s: tuple[Seconds, Seconds] = (0.0, 0.0)
+    # Contract §10 #17: about 2 s before a job completes (tests and benchmarks set 0).
+    processing_delay_s: tuple[Seconds, Seconds] = (1.5, 2.5)
     token_ttl_s: Annotated[float, Field(gt=0.0)] = 7200.0
     url_ttl_s: Seconds = 900.0
     job_error_rate: Probability = 0.0
@@ -68,8 +70,9 @@ class Faults(BaseModel):
         if low > high:
             raise ValueError("processing_delay_s must be (low, high) with low <= high")
         for endpoint in ENDPOINTS:
-            if self.rate_429.get(endpoint, 0.0) + self.rate_503.get(endpoint, 0.0) > 1.0:
-                raise ValueError(f"rate_429 + rate_503 for {endpoint!r} exceeds 1")
+            total = sum(r.get(endpoint, 0.0) for r in (self.rate_429, self.rate_503, self.rate_500))
+            if total > 1.0:
+                raise ValueError(f"rate_429 + rate_503 + rate_500 for {endpoint!r} exceeds 1")
         return self
 
 

@@ -89,6 +89,12 @@ def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return logging.getLogger("invox_batch.tasks")
 
 
+def _is_retry() -> bool:
+    """True when Prefect is running this task again after a failed attempt."""
+    context = TaskRunContext.get()
+    return context is not None and context.task_run.run_count > 1
+
+
 def _now() -> str:
     """UTC now as ISO 8601, the form records are stored in."""
     return dt.datetime.now(dt.UTC).isoformat()
@@ -148,10 +154,13 @@ async def upload(
 ) -> dict[str, str | None]:
     """PUT the audio; a refused URL (expired, altered) gets one fresh presign and a second PUT."""
     client = current_client()
-    request_id = slot["request_id"]
+    url, request_id = slot["presigned_url"], slot["request_id"]
     try:
+        if _is_retry():  # contract §10 #14: never reuse an upload URL after a failed PUT
+            fresh_slot = await client.generate_presigned_url(mime_type, callback_url)
+            url, request_id = fresh_slot.presigned_url, fresh_slot.request_id
         try:
-            await client.upload(slot["presigned_url"], path, mime_type)
+            await client.upload(url, path, mime_type)
         except UploadURLRejectedError:
             _log().warning("upload URL for %s refused; requesting a fresh one", file_id)
             fresh = await client.generate_presigned_url(mime_type, callback_url)

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+# Sandboxes in tests (and the CLI subprocesses they start) finish jobs without the ~2 s default.
+os.environ.setdefault("INVOX_SANDBOX_FAULTS__PROCESSING_DELAY_S", "[0, 0]")
 
 import pytest  # noqa: E402
 from pydantic import SecretStr  # noqa: E402
@@ -44,6 +46,13 @@ def sandbox_server() -> Iterator[SandboxServer]:
         processing="instant", callback_backoff_s=0.05, callback_timeout_s=2.0
     )
     with SandboxServer(settings) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def asr_sandbox_server() -> Iterator[SandboxServer]:
+    """A sandbox doing real pocketsphinx recognition with the clinical model."""
+    with SandboxServer(SandboxSettings(processing="asr")) as server:
         yield server
 
 

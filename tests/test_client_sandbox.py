@@ -199,6 +199,22 @@ def test_503_is_a_retryable_server_error_on_every_endpoint(
     with pytest.raises(ServerError) as info:
         with_client(settings, action)
     assert info.value.retryable and info.value.status_code == 503
+    assert info.value.retry_after == 1.0  # the sandbox's default hint, honoured by callers
+
+
+def test_injected_500_is_a_retryable_server_error_without_a_hint(
+    settings: InvoxSettings, sandbox: SandboxControl
+) -> None:
+    sandbox.faults(rate_500={"presign": 1.0})
+    with pytest.raises(ServerError) as info:
+        with_client(settings, lambda c: c.generate_presigned_url("audio/wav"))
+    assert info.value.status_code == 500 and info.value.retryable and info.value.retry_after is None
+
+
+def test_sandbox_jobs_take_about_two_seconds_by_default() -> None:
+    from sandbox import Faults
+
+    assert Faults().processing_delay_s == (1.5, 2.5)
 
 
 def test_polling_rides_out_transient_status_faults(

@@ -371,6 +371,23 @@ def test_latest_per_file_sql_picks_the_newest_row_across_runs(tmp_path: Path) ->
     assert rows == [("a", RUN_B, "completed"), ("b", RUN_A, "completed"), ("c", RUN_A, "completed")]
 
 
+def test_a_later_failure_never_hides_the_latest_transcript(tmp_path: Path) -> None:
+    later = T0 + datetime.timedelta(days=1)
+    write_run(tmp_path, RUN_A, DAY1, [file_row("a")], [], NO_METADATA)
+    timed_out = file_row(
+        "a",
+        run=RUN_B,
+        status="failed",
+        text=None,
+        error_type="timeout",
+        submitted_at=later,
+        completed_at=None,
+    )
+    write_run(tmp_path, RUN_B, DAY2, [timed_out], [], NO_METADATA)
+    rows = query(latest_per_file_sql(tmp_path)).select("file_id, flow_run_id, text").fetchall()
+    assert len(rows) == 1 and rows[0][1] == RUN_A and rows[0][2]
+
+
 def test_runs_with_different_manifest_columns_read_as_one_table(tmp_path: Path) -> None:
     write_run(tmp_path, RUN_A, DAY1, [file_row("a")], [], NO_METADATA)
     site = pa.schema([("site", pa.int64())])

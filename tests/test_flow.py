@@ -291,3 +291,32 @@ def test_ui_retry_of_a_forced_run_does_not_pay_again_for_what_it_already_forced(
     assert uploads[bad] == 3 and sorted(uploads.values()) == [2, 2, 3]
     later = run_flow(sandbox, manifest, out)  # the forced results are the newest: served from cache
     assert later.calls["upload"] == 0 and later.summary["from_cache"] == 3
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_asr_mode_run_of_the_samples_matches_the_api_and_the_wer_bound(
+    asr_sandbox_server: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+
+    import jiwer
+
+    from .test_sandbox_asr import WER_BOUND
+
+    monkeypatch.setenv("INVOX_BASE_URL", asr_sandbox_server.base_url)
+    asr = SandboxControl(asr_sandbox_server.base_url)
+    asr.reset()
+    run = run_flow(asr, SAMPLES / "manifest.csv", tmp_path / "out", max_poll_interval_s=0.5)
+    assert run.state.is_completed(), run.summary["error_types"]
+    rows = files_of_run(read_files(tmp_path / "out"), run.flow_run_id)
+
+    async def fetch_all() -> dict[str, Any]:
+        async with InvoxClient(client_settings_for(asr_sandbox_server)) as client:
+            return {r["request_id"]: await client.get_transcription(r["request_id"]) for r in rows}
+
+    truth = asyncio.run(fetch_all())
+    assert all(r["text"] == truth[r["request_id"]].text for r in rows)
+    with (SAMPLES / "manifest.csv").open(newline="") as handle:
+        references = {r["file_id"]: r["reference_text"] for r in csv.DictReader(handle)}
+    wer = jiwer.wer([references[r["file_id"]] for r in rows], [r["text"].lower() for r in rows])
+    assert wer <= WER_BOUND

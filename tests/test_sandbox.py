@@ -562,7 +562,7 @@ def test_stats_count_uploads_and_jobs(api: Api) -> None:
 
 def test_faults_merge_validate_and_reset(api: Api) -> None:
     startup = api.control("GET", "faults").json()
-    assert startup == Faults().model_dump(mode="json")
+    assert startup == SandboxSettings().faults.model_dump(mode="json")  # env-aware defaults
     merged = api.faults(rate_429={"presign": 0.5}, seed=3)
     assert merged["rate_429"] == {"presign": 0.5} and merged["seed"] == 3
     assert api.faults(url_ttl_s=60)["rate_429"] == {"presign": 0.5}
