@@ -32,6 +32,7 @@ from invox_batch.audio import AudioCheck, inspect_audio
 from invox_batch.captions import segments_to_vtt, write_captions
 from invox_batch.dataset import write_run
 from invox_batch.manifest import Manifest, ManifestRow, read_manifest
+from invox_batch.output import Output
 from tasks import transcription
 from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_key
 
@@ -333,12 +334,15 @@ def _run_date() -> dt.date:
     return scheduled.astimezone(dt.UTC).date() if scheduled else dt.datetime.now(dt.UTC).date()
 
 
-def _write_captions(out: Path, rows: list[tuple[ManifestRow, Outcome]]) -> None:
+def _write_captions(out: Path, rows: list[tuple[ManifestRow, Outcome]]) -> list[Path]:
     """``<out>/captions/<file_id>.vtt`` for completed files: the API's VTT, else built from segments."""
+    written: list[Path] = []
     for row, outcome in rows:
         if outcome.status == "completed":
             segments = [(float(s[0]), float(s[1]), str(s[2]), s[3]) for s in outcome.segments]
-            write_captions(out, row.file_id, vtt=outcome.vtt or segments_to_vtt(segments))
+            vtt = outcome.vtt or segments_to_vtt(segments)
+            written += write_captions(out, row.file_id, vtt=vtt)
+    return written
 
 
 @flow(name="transcribe-batch", persist_result=False, validate_parameters=True)
@@ -363,7 +367,7 @@ async def transcribe_batch(
 
     Args:
         manifest: Manifest path or URI (.csv, .jsonl or .parquet) with an audio_path column.
-        out: Output folder (or path on a shared volume) for the Parquet dataset.
+        out: Output folder or URI (file://, or s3:// etc. with its fsspec backend installed).
         max_concurrency: Files in flight at once.
         poll_timeout_s: Stop polling a job after this many seconds; a rerun resumes it.
         force: Resubmit every file, even ones already completed.
@@ -380,7 +384,7 @@ async def transcribe_batch(
     """
     started = time.monotonic()
     logger = get_run_logger()
-    out_dir = Path(out)
+    output = Output.parse(out)
     settings = InvoxSettings(api_version=api_version) if api_version else InvoxSettings()
     if not settings.base_url:
         raise ConfigurationError(
@@ -390,7 +394,7 @@ async def transcribe_batch(
     if callback_url:
         check_callback_url(callback_url)
     version = settings.api_version
-    state_dir = Path(result_storage) if result_storage else out_dir / ".state"
+    state_dir = Path(result_storage) if result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
     checks = await _inspect_all(parsed, settings, state_dir / "spool")
     units = _units(parsed, checks, settings, version)
@@ -420,11 +424,11 @@ async def transcribe_batch(
     ]
     file_rows = [file_row(r, c, o, context) for r, c, o in per_row]
     segments = [s for r, c, o in per_row for s in segment_rows(r, c, o, context)]
+    staging = output.local or state_dir / "staging" / context.flow_run_id
     written = write_run(
-        out_dir, context.flow_run_id, _run_date(), file_rows, segments, parsed.metadata_schema
+        staging, context.flow_run_id, _run_date(), file_rows, segments, parsed.metadata_schema
     )
-    if vtt:
-        _write_captions(out_dir, [(r, o) for r, _, o in per_row])
+    captions = _write_captions(staging, [(r, o) for r, _, o in per_row]) if vtt else []
 
     summary = {
         **summarise(file_rows),
@@ -436,10 +440,14 @@ async def transcribe_batch(
         "fatal_error_type": stop.error_type if stop else None,
         "fatal_error_message": stop.message if stop else None,
         "wall_s": round(time.monotonic() - started, 3),
-        "files_path": str(written.files_path),
-        "segments_path": str(written.segments_path),
+        "files_path": output.location(written.files_path.relative_to(staging)),
+        "segments_path": output.location(written.segments_path.relative_to(staging)),
     }
-    write_summary(out_dir, context.flow_run_id, summary)
+    summary_path = write_summary(staging, context.flow_run_id, summary)
+    if output.is_remote:
+        parts = [written.files_path, written.segments_path, summary_path, *captions]
+        output.publish(staging, [p.relative_to(staging) for p in parts], context.flow_run_id)
+        shutil.rmtree(staging, ignore_errors=True)
     await publish_outcomes(summary, file_rows)
     logger.info(
         "%d completed, %d failed (%d from cache); API calls %s",

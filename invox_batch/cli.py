@@ -28,6 +28,7 @@ from sandbox.settings import SandboxSettings
 
 from .embedded import resolve_api
 from .manifest import ManifestError, read_manifest
+from .output import Output
 
 app = typer.Typer(
     name="invox-batch",
@@ -232,12 +233,10 @@ def _export_api(settings: InvoxSettings) -> None:
         os.environ["INVOX_CACHE_NAMESPACE"] = settings.cache_namespace
 
 
-def _read_summary(out: Path, state: Any) -> dict[str, Any] | None:
+def _read_summary(out: str, state: Any) -> dict[str, Any] | None:
     """The summary the flow wrote for this flow run, if it got that far."""
-    path = out / "runs" / f"{state.state_details.flow_run_id}.json"
-    if not path.is_file():
-        return None
-    return cast(dict[str, Any], json.loads(path.read_text()))
+    text = Output.parse(out).read_text(Path("runs") / f"{state.state_details.flow_run_id}.json")
+    return None if text is None else cast(dict[str, Any], json.loads(text))
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -267,7 +266,7 @@ def _exit_status(summary: dict[str, Any]) -> int:
 @app.command()
 def run(
     manifest: Annotated[str, typer.Argument(help="Manifest path or URI (.csv, .jsonl, .parquet).")],
-    out: Annotated[Path, typer.Option(help="Output folder of the Parquet dataset.")] = Path("out"),
+    out: Annotated[str, typer.Option(help="Output folder or URI of the Parquet dataset.")] = "out",
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Files in flight.")] = 8,
     force: Annotated[bool, typer.Option(help="Resubmit everything, even completed files.")] = False,
     poll_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per job.")] = 900.0,
@@ -284,8 +283,11 @@ def run(
 
     try:
         read_manifest(manifest)
+        Output.parse(out)
     except ManifestError as exc:
         raise _fail_usage(str(exc)) from None
+    except InvoxError as exc:
+        raise _fail_usage(f"--out: {exc.message}") from None
     settings = _client_settings()
     if api_version:
         try:
@@ -305,7 +307,7 @@ def run(
                 Coroutine[Any, Any, Any],
                 transcribe_batch(
                     manifest=manifest,
-                    out=str(out),
+                    out=out,
                     max_concurrency=concurrency,
                     poll_timeout_s=poll_timeout,
                     force=force,

@@ -70,9 +70,12 @@ def calls_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, in
     return {n: after["requests"].get(n, 0) - before["requests"].get(n, 0) for n in names}
 
 
-def run_flow(sandbox: SandboxControl, manifest: Path, out: Path, **params: Any) -> FlowRun:
+def run_flow(
+    sandbox: SandboxControl, manifest: Path, out: Path, *, out_uri: str | None = None, **params: Any
+) -> FlowRun:
     """Run transcribe-batch in this process (under the session harness) and account for it."""
     from flows.transcribe_batch import transcribe_batch
+    from invox_batch.output import Output
 
     params = {
         "poll_timeout_s": 30.0,
@@ -80,14 +83,15 @@ def run_flow(sandbox: SandboxControl, manifest: Path, out: Path, **params: Any) 
         "retry_base_delay_s": 0.05,
         **params,
     }
+    target = out_uri or str(out)
     before = sandbox.stats()
     state = asyncio.run(
-        transcribe_batch(manifest=str(manifest), out=str(out), return_state=True, **params)
+        transcribe_batch(manifest=str(manifest), out=target, return_state=True, **params)
     )
     calls = calls_between(before, sandbox.stats())
-    summary_path = out / "runs" / f"{state.state_details.flow_run_id}.json"
-    summary = json.loads(summary_path.read_text())
-    return FlowRun(state, summary, calls)
+    text = Output.parse(target).read_text(Path("runs") / f"{state.state_details.flow_run_id}.json")
+    assert text is not None, f"no run summary: {state.message}"
+    return FlowRun(state, json.loads(text), calls)
 
 
 def files_of_run(table: pa.Table, flow_run_id: str) -> list[dict[str, Any]]:

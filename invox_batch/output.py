@@ -1,0 +1,94 @@
+"""Where a run's dataset goes: a local folder, or any fsspec URI reached through local staging.
+
+Part files are always written locally first (temp file, fsync, rename). For a remote ``out``
+(``s3://``, ``gs://``, ``memory://``…) each finished file is then copied with one PUT, which
+object stores make all-or-nothing, so readers never see a partial part there either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import fsspec
+
+from invox import ConfigurationError
+
+__all__ = ["Output"]
+
+_PART_KINDS = ("files", "segments")
+
+
+@dataclass(frozen=True)
+class Output:
+    """A parsed ``out``: a local folder, or a filesystem plus a root path inside it."""
+
+    uri: str
+    local: Path | None
+    fs: Any = None
+    root: str = ""
+
+    @classmethod
+    def parse(cls, out: str) -> Output:
+        """Accept a path, a ``file://`` URI or an fsspec URI whose backend is installed."""
+        protocol = fsspec.core.split_protocol(out)[0]
+        if protocol in (None, "file", "local"):
+            path = unquote(urlsplit(out).path) if protocol else out
+            return cls(uri=out, local=Path(path).expanduser())
+        try:
+            fs, root = fsspec.core.url_to_fs(out)
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"cannot write to {protocol}:// URIs: install its fsspec backend ({exc.name or exc})"
+            ) from None
+        except ValueError:
+            raise ConfigurationError(f"unknown output protocol {protocol!r}") from None
+        return cls(uri=out, local=None, fs=fs, root=str(root).rstrip("/"))
+
+    @property
+    def is_remote(self) -> bool:
+        return self.local is None
+
+    def default_state_dir(self) -> Path:
+        """``<out>/.state`` locally; for a remote ``out`` a local folder named after it."""
+        if self.local is not None:
+            return self.local / ".state"
+        base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+        return base / "invox-batch" / hashlib.sha256(self.uri.encode()).hexdigest()[:16]
+
+    def location(self, relative: Path) -> str:
+        """What to tell the user: the final path or URI of a file written under ``relative``."""
+        if self.local is not None:
+            return str(self.local / relative)
+        return f"{self.uri.rstrip('/')}/{relative.as_posix()}"
+
+    def publish(self, staging: Path, relative_paths: Iterable[Path], flow_run_id: str) -> None:
+        """Copy staged files to the remote root, then drop this run's parts on other dates."""
+        if self.local is not None:
+            return
+        published = set()
+        for relative in relative_paths:
+            target = f"{self.root}/{relative.as_posix()}"
+            self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+            self.fs.put_file(str(staging / relative), target)
+            published.add(target.lstrip("/"))
+        for kind in _PART_KINDS:
+            pattern = f"{self.root}/{kind}/run_date=*/{flow_run_id}.parquet"
+            for stale in self.fs.glob(pattern):
+                if str(stale).lstrip("/") not in published:
+                    self.fs.rm(stale)
+
+    def read_text(self, relative: Path) -> str | None:
+        """A small text file of the dataset (a run summary), or None when absent."""
+        if self.local is not None:
+            path = self.local / relative
+            return path.read_text() if path.is_file() else None
+        target = f"{self.root}/{relative.as_posix()}"
+        if not self.fs.exists(target):
+            return None
+        return str(self.fs.cat_file(target).decode())
