@@ -25,12 +25,12 @@ run: $(STAMP)
 	$(BIN)/invox-batch run data/sample/manifest.csv --out out/sample
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
-	@# As root, chmod cannot deny reads and those tests skip: rerun them without that privilege.
+	@# As root, chmod cannot deny reads and those tests would skip: run them without that privilege.
 	@if [ "$$(id -u)" = 0 ] && command -v setpriv >/dev/null; then \
 	  setpriv --bounding-set=-dac_override,-dac_read_search --inh-caps=-dac_override,-dac_read_search \
 	    $(BIN)/python -m pytest -q tests/test_audio_checks.py tests/test_manifest.py -k "unreadable or unreachable"; \
 	fi
+	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
