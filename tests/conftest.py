@@ -100,3 +100,13 @@ def invox_env(sandbox_server: SandboxServer, monkeypatch: pytest.MonkeyPatch) ->
 def subprocess_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One PREFECT_HOME for CLI subprocesses, so its database is migrated only once."""
     return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """A known umask, so default-permission expectations are exact."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,16 +19,6 @@ SEGMENTS: list[tuple[float, float, str, str | None]] = [
 def mode(path: Path) -> int:
     """Permission bits only."""
     return stat.S_IMODE(path.stat().st_mode)
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """A known umask, so default-permission expectations are exact."""
-    previous = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def test_vtt_has_header_hours_milliseconds_voice_tags_and_escaping() -> None:

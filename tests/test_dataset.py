@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
@@ -115,16 +113,6 @@ def manifest_schema(tmp_path: Path) -> pa.Schema:
     path = tmp_path / "manifest.parquet"
     pq.write_table(manifest, path)
     return pq.read_schema(path)
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """A known umask, so default-permission expectations are exact."""
-    previous = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(previous)
 
 
 def with_metadata(row: dict[str, Any], **values: Any) -> dict[str, Any]:
