@@ -21,13 +21,15 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
-import pocketsphinx
 import soundfile
 import soxr
+
+if TYPE_CHECKING:  # loaded lazily: instant mode and header reads must not load the model
+    import pocketsphinx
 
 ASRModel = Literal["clinical", "general"]
 
@@ -127,6 +129,8 @@ def load_decoder(model: ASRModel) -> pocketsphinx.Decoder:
     """Return this process's decoder for a model, loading it once (general takes ~0.3 s)."""
     decoder = _DECODERS.get(model)
     if decoder is None:
+        import pocketsphinx
+
         decoder = pocketsphinx.Decoder(**_decoder_config(model))
         _DECODERS[model] = decoder
     return decoder
@@ -134,6 +138,8 @@ def load_decoder(model: ASRModel) -> pocketsphinx.Decoder:
 
 def _speech_regions(pcm: npt.NDArray[np.int16]) -> list[tuple[float, float]]:
     """(start, end) seconds of speech found by pocketsphinx's voice activity detector."""
+    import pocketsphinx
+
     endpointer = pocketsphinx.Endpointer(sample_rate=SAMPLE_RATE)
     frame_samples = endpointer.frame_bytes // 2
     regions: list[tuple[float, float]] = []

@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-import soundfile
+from typing import Literal
 
 from sandbox.models import Segment, Transcriber, TranscriptionFailed
-
-if TYPE_CHECKING:
-    from sandbox.recognizer import Recognizer
+from sandbox.recognizer import Recognizer, UndecodableAudio, audio_duration_s
 
 __all__ = [
     "AsrTranscriber",
@@ -82,27 +78,12 @@ def _vtt_text(text: str) -> str:
     return " ".join(escaped.split())
 
 
-def _audio_duration(path: Path) -> float | None:
-    """Duration from the header, None when unreadable (instant mode then uses ~1 s per segment).
-
-    Mirrors ``sandbox.recognizer.audio_duration_s`` without importing that module, which
-    loads pocketsphinx at import time: instant mode must stay model-free.
-    """
-    try:
-        info = soundfile.info(str(path))
-    except (OSError, RuntimeError, ValueError):
-        return None
-    if info.frames <= 0 or info.samplerate <= 0:
-        return None
-    return float(info.frames) / float(info.samplerate)
-
-
 class InstantTranscriber:
     """Deterministic fake transcripts: fast, no models, any non-empty bytes complete."""
 
     async def transcribe(self, path: Path, sha256: str) -> list[Segment]:
         """Segments spread over the audio's duration when it can be read."""
-        duration = await asyncio.to_thread(_audio_duration, path)
+        duration = await asyncio.to_thread(audio_duration_s, path)
         return instant_transcript(sha256, duration)
 
     async def aclose(self) -> None:
@@ -110,7 +91,7 @@ class InstantTranscriber:
 
 
 class AsrTranscriber:
-    """Real recognition through ``sandbox.recognizer``, imported only when first needed."""
+    """Real recognition through ``sandbox.recognizer``; its worker pool starts on the first job."""
 
     def __init__(self, model: Literal["clinical", "general"], workers: int) -> None:
         self._model: Literal["clinical", "general"] = model
@@ -120,15 +101,11 @@ class AsrTranscriber:
     def _get(self) -> Recognizer:
         """Start the recognizer (and its process pool) on the first job, not at import."""
         if self._recognizer is None:
-            from sandbox.recognizer import Recognizer
-
             self._recognizer = Recognizer(model=self._model, workers=self._workers)
         return self._recognizer
 
     async def transcribe(self, path: Path, sha256: str) -> list[Segment]:
         """Recognised segments; undecodable audio becomes the job's ``errorMessage``."""
-        from sandbox.recognizer import UndecodableAudio
-
         try:
             recognised = await self._get().transcribe(path)
         except UndecodableAudio as exc:
