@@ -67,11 +67,15 @@ class Ledger:
         return cls(await saved_storage(root), cache_expiration)
 
     async def read(self, key: str) -> dict[str, Any] | None:
-        """The record under ``key``, or None when absent or expired."""
-        if not await self._store.aexists(key):
+        """The record under ``key``, or None when absent, unreadable or expired (one file read)."""
+        try:
+            record = await self._store.aread(key)
+        except (OSError, ValueError):  # Prefect's storage says "does not exist" with ValueError
             return None
-        value = (await self._store.aread(key)).result
-        return value if isinstance(value, dict) else None
+        expiration = record.metadata.expiration
+        if expiration is not None and expiration <= dt.datetime.now(dt.UTC):
+            return None
+        return record.result if isinstance(record.result, dict) else None
 
     async def newest(self, identity: str) -> tuple[int, dict[str, Any] | None]:
         """The highest generation with an upload record (-1 and None when there is none)."""

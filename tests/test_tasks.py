@@ -104,3 +104,28 @@ def test_every_flow_parameter_renders_in_the_ui_form_with_a_description() -> Non
     assert expected <= set(schema["properties"]) and schema["required"] == ["manifest"]
     assert all(p.get("description") for p in schema["properties"].values())
     assert schema["properties"]["max_concurrency"]["minimum"] == 1
+
+
+def test_ledger_reads_records_once_and_treats_expired_or_absent_ones_as_missing(
+    tmp_path: Path,
+) -> None:
+    import datetime as dt
+
+    from prefect.filesystems import LocalFileSystem
+    from prefect.results import ResultStore
+    from prefect.serializers import JSONSerializer
+
+    from tasks.ledger import Ledger
+
+    storage = LocalFileSystem(basepath=str(tmp_path))
+    writer = ResultStore(result_storage=storage, serializer=JSONSerializer())
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    writer.write({"request_id": "r1"}, key="fresh")
+    writer.write({"request_id": "r2"}, key="stale", expiration=past)
+    (tmp_path / "broken").write_bytes(b"{not json")
+    ledger = Ledger(storage)
+
+    async def read_all() -> list[Any]:
+        return [await ledger.read(k) for k in ("fresh", "stale", "absent", "broken")]
+
+    assert asyncio.run(read_all()) == [{"request_id": "r1"}, None, None, None]
