@@ -61,7 +61,9 @@ class Unit:
 
     identity: str
     label: str
-    check: AudioCheck
+    path: str
+    mime_type: str
+    duration_s: float | None
 
 
 @dataclass(frozen=True)
@@ -101,42 +103,30 @@ class CallCounter:
 
 
 class Run:
-    """The state one flow run shares across its files: client, ledger, gate, fatal stop."""
+    """The state one flow run shares across its files: tasks, ledger, gate, fatal stop."""
 
-    def __init__(
-        self, client: InvoxClient, ledger: Ledger, options: Options, concurrency: int
-    ) -> None:
-        self.client = client
+    def __init__(self, ledger: Ledger, options: Options, concurrency: int) -> None:
         self.ledger = ledger
         self.options = options
         self.gate = asyncio.Semaphore(concurrency)
         self.stop: InvoxError | None = None
-
-    def tasks(self) -> dict[str, Any]:
-        """The three tasks bound to this run's result storage and cache settings."""
-        cached: dict[str, Any] = {
-            "result_storage": self.ledger.storage,
-            "refresh_cache": self.options.force or None,
-        }
-        return {
-            "authenticate": transcription.authenticate.with_options(**self.retrying()),
-            "presign": transcription.presign.with_options(**self.retrying()),
-            # Upload records never expire: forgetting one would pay for the audio again.
-            "upload": transcription.upload.with_options(**cached, **self.retrying()),
-            "poll": transcription.poll.with_options(
-                **cached, cache_expiration=self.ledger.cache_expiration
-            ),
-        }
-
-    def retrying(self) -> dict[str, Any]:
-        """Prefect retry options from the run's parameters (transient errors only)."""
-        opts = self.options
-        return {
-            "retries": opts.retries,
+        retrying: dict[str, Any] = {
+            "retries": options.retries,
             "retry_delay_seconds": transcription.retry_delays(
-                opts.retries, opts.retry_base_delay_s
+                options.retries, options.retry_base_delay_s
             ),
         }
+        cached: dict[str, Any] = {
+            "result_storage": ledger.storage,
+            "refresh_cache": options.force or None,
+        }
+        self.authenticate = transcription.authenticate.with_options(**retrying)
+        self.presign = transcription.presign.with_options(**retrying)
+        # Upload records never expire: forgetting one would pay for the audio again.
+        self.upload = transcription.upload.with_options(**cached, **retrying)
+        self.poll = transcription.poll.with_options(
+            **cached, cache_expiration=ledger.cache_expiration
+        )
 
     def policy(self, duration_s: float | None) -> PollPolicy:
         """First poll when the job is likely done, judged from the audio's duration."""
@@ -165,25 +155,23 @@ async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
 
 async def _submit_and_poll_once(run: Run, unit: Unit, place: Generation) -> Outcome:
     """Do whatever is still unpaid for one identity: presign+upload if needed, then poll."""
-    tasks = run.tasks()
-    check = unit.check
     upload = place.upload
     if upload is None:
-        slot = await tasks["presign"](unit.label, check.mime_type, run.options.callback_url)
-        upload = await tasks["upload"](
+        slot = await run.presign(unit.label, unit.mime_type, run.options.callback_url)
+        upload = await run.upload(
             file_id=unit.label,
             cache_key=upload_key(unit.identity, place.number),
-            path=str(check.local_path),
-            mime_type=check.mime_type,
+            path=unit.path,
+            mime_type=unit.mime_type,
             slot=slot,
             callback_url=run.options.callback_url,
         )
     try:
-        result = await tasks["poll"](
+        result = await run.poll(
             file_id=unit.label,
             cache_key=result_key(unit.identity, place.number),
-            request_id=upload["request_id"],
-            policy=run.policy(check.duration_s),
+            request_id=str(upload["request_id"]),
+            policy=run.policy(unit.duration_s),
         )
     except NotFoundError:
         raise
@@ -277,15 +265,23 @@ async def _inspect_all(
     return await asyncio.gather(*(one(row) for row in manifest.rows))
 
 
+def _identity(check: AudioCheck, settings: InvoxSettings, api_version: str) -> str | None:
+    """The row's audio identity, or None when a local check failed (nothing to pay for)."""
+    if not (check.ok and check.sha256 and check.local_path and check.mime_type):
+        return None
+    return audio_identity(check.sha256, settings.environment, api_version)
+
+
 def _units(
-    manifest: Manifest, checks: list[AudioCheck], settings: InvoxSettings, api_version: str
+    manifest: Manifest, checks: list[AudioCheck], identities: list[str | None]
 ) -> dict[str, Unit]:
     """Unique identities among the rows that passed local checks (first row names the unit)."""
     units: dict[str, Unit] = {}
-    for row, check in zip(manifest.rows, checks, strict=True):
-        if check.ok and check.sha256:
-            identity = audio_identity(check.sha256, settings.environment, api_version)
-            units.setdefault(identity, Unit(identity, row.file_id, check))
+    for row, check, identity in zip(manifest.rows, checks, identities, strict=True):
+        if identity is not None and identity not in units:
+            assert check.local_path and check.mime_type  # _identity only names uploadable rows
+            path, mime = str(check.local_path), check.mime_type
+            units[identity] = Unit(identity, row.file_id, path, mime, check.duration_s)
     return units
 
 
@@ -294,7 +290,7 @@ async def _authenticate_once(run: Run, pending: int) -> None:
     if not pending:
         return
     try:
-        await run.tasks()["authenticate"]()
+        await run.authenticate()
     except InvoxError as exc:
         run.stop = exc
 
@@ -312,9 +308,8 @@ async def _settle_all(
     await progress.start()
     hooks: dict[str, list[Callable[..., Any]]] = {"request": [counter]}
     async with httpx.AsyncClient(timeout=settings.timeout(), event_hooks=hooks) as http:
-        client = InvoxClient(settings, http=http)
-        run = Run(client, ledger, options, concurrency)
-        with transcription.using_client(client):
+        run = Run(ledger, options, concurrency)
+        with transcription.using_client(InvoxClient(settings, http=http)):
             run_id = str(flow_run.id)
             places = {
                 i: await ledger.locate(i, options.max_resubmits, options.force, run_id)
@@ -397,7 +392,8 @@ async def transcribe_batch(
     state_dir = Path(result_storage) if result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
     checks = await _inspect_all(parsed, settings, state_dir / "spool")
-    units = _units(parsed, checks, settings, version)
+    identities = [_identity(check, settings, version) for check in checks]
+    units = _units(parsed, checks, identities)
     logger.info("%d rows, %d unique audio files to settle", len(parsed.rows), len(units))
 
     expiration = dt.timedelta(days=cache_expiration_days) if cache_expiration_days else None
@@ -419,8 +415,8 @@ async def transcribe_batch(
 
     context = RunContext(flow_run_id=str(flow_run.id or "local"), api_version=version)
     per_row = [
-        (row, check, _row_outcome(check, outcomes, settings, version))
-        for row, check in zip(parsed.rows, checks, strict=True)
+        (row, check, outcomes[identity] if identity else _local_failure(check))
+        for row, check, identity in zip(parsed.rows, checks, identities, strict=True)
     ]
     file_rows = [file_row(r, c, o, context) for r, c, o in per_row]
     segments = [s for r, c, o in per_row for s in segment_rows(r, c, o, context)]
@@ -460,12 +456,3 @@ async def transcribe_batch(
         kinds = ", ".join(f"{k}={v}" for k, v in summary["error_types"].items())
         return Failed(message=f"{summary['failed']} of {summary['rows']} files failed ({kinds})")
     return Completed(message=f"{summary['completed']} files completed", data=summary)
-
-
-def _row_outcome(
-    check: AudioCheck, outcomes: dict[str, Outcome], settings: InvoxSettings, version: str
-) -> Outcome:
-    """The outcome a manifest row reports: its identity's, or its local check failure."""
-    if not check.ok or not check.sha256:
-        return _local_failure(check)
-    return outcomes[audio_identity(check.sha256, settings.environment, version)]
