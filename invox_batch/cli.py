@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ from invox import (
 from sandbox.settings import SandboxSettings
 
 from .embedded import resolve_api
-from .manifest import ManifestError, read_manifest
+from .manifest import FORMATS, ManifestError, read_manifest
 from .output import Output
 
 app = typer.Typer(
@@ -155,17 +154,16 @@ def sandbox(
 
 
 def _expand(inputs: list[Path]) -> list[Path]:
-    """Audio paths from the arguments; a .csv argument contributes its audio_path column."""
+    """Audio paths from the arguments; a manifest argument contributes its audio files."""
     files: list[Path] = []
     for item in inputs:
-        if item.suffix.lower() != ".csv":
+        if item.suffix.lower() not in FORMATS:
             files.append(item)
             continue
-        with item.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-        if rows and "audio_path" not in rows[0]:
-            raise _fail_usage(f"{item}: no audio_path column")
-        files.extend(item.parent / row["audio_path"] for row in rows)
+        try:
+            files.extend(Path(row.location) for row in read_manifest(str(item)).rows)
+        except ManifestError as exc:
+            raise _fail_usage(str(exc)) from None
     return files
 
 
@@ -203,7 +201,7 @@ def _report(path: Path, outcome: Transcription | InvoxError) -> bool:
 @app.command()
 def transcribe(
     inputs: Annotated[
-        list[Path], typer.Argument(help="Audio files, or a manifest .csv with audio_path.")
+        list[Path], typer.Argument(help="Audio files, or manifests (.csv, .jsonl, .parquet).")
     ],
     concurrency: Annotated[int, typer.Option(min=1, help="Files in flight at once.")] = 4,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per result.")] = 300.0,
