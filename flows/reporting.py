@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +15,8 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+
+from invox_batch.dataset import atomic_write
 
 __all__ = [
     "TABLE_ROW_CAP",
@@ -97,15 +97,7 @@ async def publish_outcomes(summary: dict[str, Any], rows: Sequence[dict[str, Any
 
 def write_summary(out: Path, flow_run_id: str, summary: dict[str, Any]) -> Path:
     """``<out>/runs/<flow_run_id>.json``, written atomically (the CLI reads it for exit codes)."""
-    folder = out / "runs"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    target = folder / f"{flow_run_id}.json"
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{flow_run_id}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(summary, stream, indent=2, default=str)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    target = out / "runs" / f"{flow_run_id}.json"
+    payload = json.dumps(summary, indent=2, default=str).encode()
+    atomic_write(target, lambda handle: handle.write(payload))
     return target

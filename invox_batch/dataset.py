@@ -262,7 +262,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, private: bool = True) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, private: bool = True) -> None:
     """Write through a hidden temp file, fsync, rename: readers see the old file or the new one."""
     make_dirs(path.parent, private=private)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")

@@ -9,12 +9,12 @@ temporary file, fsyncs it and renames it over the target.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import anyio.to_thread
 from prefect.filesystems import LocalFileSystem
+
+from invox_batch.dataset import atomic_write
 
 __all__ = ["AtomicLocalFileSystem", "saved_storage"]
 
@@ -33,17 +33,7 @@ class AtomicLocalFileSystem(LocalFileSystem):
     def _write_atomically(self, path: str, content: bytes) -> str:
         """Temp file in the same folder, fsync, then rename: readers see old or new, never half."""
         target = Path(self._resolve_path(path))
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handle, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(content)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, lambda handle: handle.write(content))
         return str(target)
 
 
