@@ -36,6 +36,7 @@ from invox_batch.output import Output
 from tasks import transcription
 from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_key
 
+from .credentials import with_secret_block
 from .outcomes import (
     Outcome,
     RunContext,
@@ -46,6 +47,7 @@ from .outcomes import (
     summarise,
 )
 from .reporting import ProgressReporter, publish_outcomes, write_summary
+from .sharding import fan_out, should_fan_out, take_shard, worker_host
 
 __all__ = ["FATAL_ERROR_TYPES", "transcribe_batch"]
 
@@ -357,6 +359,9 @@ async def transcribe_batch(
     max_poll_interval_s: Annotated[float, Field(gt=0)] = 30.0,
     retries: Annotated[int, Field(ge=0, le=20)] = 6,
     retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0,
+    shard_size: Annotated[int, Field(ge=1)] = 1000,
+    shard: Annotated[str, Field(pattern=r"^(\d+/\d+)?$")] = "",
+    shard_deployment: str = "transcribe-batch/shard",
 ) -> dict[str, Any] | State[Any]:
     """Transcribe every audio file of a manifest, paying once per audio content, into Parquet.
 
@@ -376,6 +381,9 @@ async def transcribe_batch(
         max_poll_interval_s: Longest wait between two polls of one job.
         retries: Retries of one call after transient errors (429, 5xx, network).
         retry_base_delay_s: First retry delay in seconds; doubles each time, capped at 30.
+        shard_size: From a deployment, a manifest with more rows runs as child runs of this size.
+        shard: The slice of the manifest this child run handles ("3/8"); set by the parent.
+        shard_deployment: The deployment ("flow/name") the parent starts its shard runs on.
     """
     started = time.monotonic()
     logger = get_run_logger()
@@ -388,9 +396,13 @@ async def transcribe_batch(
         )
     if callback_url:
         check_callback_url(callback_url)
+    settings = await with_secret_block(settings)
     version = settings.api_version
     state_dir = Path(result_storage) if result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
+    if should_fan_out(len(parsed.rows), shard_size, shard, flow_run.deployment_id):
+        return await fan_out(parsed, output, shard_size, shard_deployment)
+    parsed = take_shard(parsed, shard)
     checks = await _inspect_all(parsed, settings, state_dir / "spool")
     identities = [_identity(check, settings, version) for check in checks]
     units = _units(parsed, checks, identities)
@@ -430,6 +442,8 @@ async def transcribe_batch(
         **summarise(file_rows),
         "flow_run_id": context.flow_run_id,
         "manifest": manifest,
+        "shard": shard,
+        "host": worker_host(),
         "api_version": version,
         "unique_audio": len(units),
         "api_calls": calls,
