@@ -17,7 +17,7 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.states import AwaitingRetry, Completed, Failed
 
 from invox_batch.manifest import Manifest
@@ -74,8 +74,11 @@ def take_shard(manifest: Manifest, shard: str) -> Manifest:
     return dataclasses.replace(manifest, rows=manifest.rows[start:end])
 
 
-def should_fan_out(rows: int, shard_size: int, shard: str, deployment_id: str | None) -> bool:
+def should_fan_out(
+    rows: int, shard_size: int, shard: str, deployment_id: str | None = None
+) -> bool:
     """Shard only a whole manifest above the threshold, and only from a deployment run."""
+    deployment_id = deployment_id or deployment.id
     return bool(deployment_id) and not shard and rows > shard_size
 
 

@@ -400,7 +400,7 @@ async def transcribe_batch(
     version = settings.api_version
     state_dir = Path(result_storage) if result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
-    if should_fan_out(len(parsed.rows), shard_size, shard, flow_run.deployment_id):
+    if should_fan_out(len(parsed.rows), shard_size, shard):
         return await fan_out(parsed, output, shard_size, shard_deployment)
     parsed = take_shard(parsed, shard)
     checks = await _inspect_all(parsed, settings, state_dir / "spool")
