@@ -174,8 +174,9 @@ async def _conclude(
         "host": worker_host(),
         "shards": [
             {
-                k: s.get(k)
+                k: s[k]
                 for k in ("shard", "flow_run_id", "host", "completed", "failed", "missing")
+                if k in s
             }
             for s in shards
         ],
