@@ -1,0 +1,56 @@
+"""One real ``prefect server start`` for this folder, with the deployments and two workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from invox_batch.local_stack import Stack, free_port
+from sandbox.server import SandboxServer
+
+from .client import ServerClient
+
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(
+    sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """Server on a free loopback port (own PREFECT_HOME), pool, deployments, workers a and b.
+
+    Two ``process`` workers stand in for two machines; each may run two flow runs at once, so a
+    parent run on one of them still leaves room for shards on both.
+    """
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    stack = Stack(home=home, port=free_port(), logs=home / "logs")
+    invox_env = {
+        "INVOX_BASE_URL": sandbox_server.base_url,
+        "INVOX_APP_ID": sandbox_server.settings.app_id,
+        "INVOX_API_KEY": sandbox_server.settings.api_key,
+    }
+    try:
+        TIMINGS["server_start_s"] = stack.start_server()
+        started = time.monotonic()
+        stack.deploy()
+        for name in ("worker-a", "worker-b"):
+            stack.start_worker(name, invox_env, limit=2)
+        TIMINGS["deploy_and_workers_s"] = time.monotonic() - started
+        yield stack
+    finally:
+        stack.stop()
+        _report(stack.logs)
+
+
+def _report(logs: Path) -> None:
+    """Timings for the closing note (shown with -s or in the captured output of a failure)."""
+    print(f"\nreal-server timings: {TIMINGS}; logs were in {logs}")
+
+
+@pytest.fixture(scope="session")
+def server(prefect_stack: Stack) -> ServerClient:
+    """A synchronous driver of the stack's API (PrefectClient under the hood)."""
+    return ServerClient(prefect_stack.api_url)
