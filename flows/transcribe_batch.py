@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from prefect import State, flow, get_run_logger
@@ -37,6 +37,7 @@ from tasks import transcription
 from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_key
 
 from .credentials import with_secret_block
+from .dask_runner import dask_task_runner, settle_on_dask
 from .outcomes import (
     Outcome,
     RunContext,
@@ -362,6 +363,8 @@ async def transcribe_batch(
     shard_size: Annotated[int, Field(ge=1)] = 1000,
     shard: Annotated[str, Field(pattern=r"^(\d+/\d+)?$")] = "",
     shard_deployment: str = "transcribe-batch/shard",
+    task_runner: Literal["default", "dask"] = "default",
+    dask_address: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Transcribe every audio file of a manifest, paying once per audio content, into Parquet.
 
@@ -384,6 +387,8 @@ async def transcribe_batch(
         shard_size: From a deployment, a manifest with more rows runs as child runs of this size.
         shard: The slice of the manifest this child run handles ("3/8"); set by the parent.
         shard_deployment: The deployment ("flow/name") the parent starts its shard runs on.
+        task_runner: "dask" settles each file as a task on a Dask cluster (prefect-dask).
+        dask_address: Dask scheduler address; empty means a LocalCluster in the flow's process.
     """
     started = time.monotonic()
     logger = get_run_logger()
@@ -421,7 +426,15 @@ async def transcribe_batch(
         retry_base_delay_s=retry_base_delay_s,
     )
     try:
-        outcomes, calls, stop = await _settle_all(settings, ledger, options, units, max_concurrency)
+        if task_runner == "dask":
+            runner = dask_task_runner(dask_address, max_concurrency)
+            results, run_id = state_dir / "results", str(flow_run.id)
+            settled = await settle_on_dask(
+                settings, ledger, results, options, units, runner, run_id
+            )
+        else:
+            settled = await _settle_all(settings, ledger, options, units, max_concurrency)
+        outcomes, calls, stop = settled
     finally:
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
 
