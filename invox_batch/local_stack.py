@@ -130,8 +130,26 @@ class Stack:
     def start_worker(self, name: str, invox_env: dict[str, str], limit: int = 4) -> int:
         """A ``process`` worker named ``name``; its flow runs record ``name`` as their host."""
         args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", name]
-        env = self.env(INVOX_BATCH_WORKER_NAME=name, **invox_env)
+        env = {k: v for k, v in self.env().items() if not k.startswith("INVOX_")}
+        env.update(INVOX_BATCH_WORKER_NAME=name, **invox_env)
         return self.spawn(name, [*args, "--limit", str(limit)], env)
+
+    def save_secret(self, value: str, name: str = "invox-api-key") -> None:
+        """The API key as a Prefect Secret block on this server (value passed by environment)."""
+        code = (
+            "import os; from prefect.blocks.system import Secret; "
+            f"Secret(value=os.environ['INVOX_SECRET_VALUE']).save({name!r}, overwrite=True)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            env=self.env(INVOX_SECRET_VALUE=value),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode:
+            raise RuntimeError(f"could not save the Secret block {name!r}:\n{done.stderr[-2000:]}")
 
     def save_pids(self) -> Path:
         """``<logs>/pids.json``: what ``stop`` will stop."""

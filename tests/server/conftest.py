@@ -36,8 +36,12 @@ def prefect_stack(
         TIMINGS["server_start_s"] = stack.start_server()
         started = time.monotonic()
         stack.deploy()
-        for name in ("worker-a", "worker-b"):
-            stack.start_worker(name, invox_env, limit=2)
+        # worker-b has no INVOX_API_KEY: it reads the invox-api-key Secret block instead, so every
+        # run it executes (shards, retries) proves that path.
+        stack.save_secret(sandbox_server.settings.api_key)
+        stack.start_worker("worker-a", invox_env, limit=2)
+        without_key = {k: v for k, v in invox_env.items() if k != "INVOX_API_KEY"}
+        stack.start_worker("worker-b", without_key, limit=2)
         TIMINGS["deploy_and_workers_s"] = time.monotonic() - started
         yield stack
     finally:
