@@ -127,9 +127,13 @@ class Stack:
             self.prefect("work-pool", "create", POOL, "--type", "process")
         self.prefect("deploy", "--all", "--prefect-file", str(PREFECT_YAML))
 
-    def start_worker(self, name: str, invox_env: dict[str, str], limit: int = 4) -> int:
-        """A ``process`` worker named ``name``; its flow runs record ``name`` as their host."""
+    def start_worker(
+        self, name: str, invox_env: dict[str, str], limit: int = 4, queues: tuple[str, ...] = ()
+    ) -> int:
+        """A ``process`` worker named ``name`` (its runs record it as their host); every queue of
+        the pool unless ``queues`` names some."""
         args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", name]
+        args += [arg for queue in queues for arg in ("--work-queue", queue)]
         env = {k: v for k, v in self.env().items() if not k.startswith("INVOX_")}
         env.update(INVOX_BATCH_WORKER_NAME=name, **invox_env)
         return self.spawn(name, [*args, "--limit", str(limit)], env)

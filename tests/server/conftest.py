@@ -20,10 +20,10 @@ TIMINGS: dict[str, float] = {}
 def prefect_stack(
     sandbox_server: SandboxServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    """Server on a free loopback port (own PREFECT_HOME), pool, deployments, workers a and b.
+    """Server on a free loopback port (own PREFECT_HOME), pool, deployments and three workers.
 
-    Two ``process`` workers stand in for two machines; each may run two flow runs at once, so a
-    parent run on one of them still leaves room for shards on both.
+    worker-a and worker-b stand in for two machines running shards, two at a time each: four
+    shards created at once cannot all land on one of them.
     """
     home = tmp_path_factory.mktemp("prefect-server-home")
     stack = Stack(home=home, port=free_port(), logs=home / "logs")
@@ -36,12 +36,15 @@ def prefect_stack(
         TIMINGS["server_start_s"] = stack.start_server()
         started = time.monotonic()
         stack.deploy()
+        # Nightly runs (parents included) go to worker-main; shards to worker-a and worker-b only,
+        # so a parent or an earlier test's run never holds a slot the shards need.
+        stack.start_worker("worker-main", invox_env, limit=4, queues=("default",))
         # worker-b has no INVOX_API_KEY: it reads the invox-api-key Secret block instead, so every
-        # run it executes (shards, retries) proves that path.
+        # shard it executes proves that path.
         stack.save_secret(sandbox_server.settings.api_key)
-        stack.start_worker("worker-a", invox_env, limit=2)
+        stack.start_worker("worker-a", invox_env, limit=2, queues=("shards",))
         without_key = {k: v for k, v in invox_env.items() if k != "INVOX_API_KEY"}
-        stack.start_worker("worker-b", without_key, limit=2)
+        stack.start_worker("worker-b", without_key, limit=2, queues=("shards",))
         TIMINGS["deploy_and_workers_s"] = time.monotonic() - started
         yield stack
     finally:
