@@ -128,15 +128,24 @@ class Stack:
         self.prefect("deploy", "--all", "--prefect-file", str(PREFECT_YAML))
 
     def start_worker(
-        self, name: str, invox_env: dict[str, str], limit: int = 4, queues: tuple[str, ...] = ()
+        self,
+        name: str,
+        invox_env: dict[str, str],
+        limit: int | None = None,
+        queues: tuple[str, ...] = (),
     ) -> int:
         """A ``process`` worker named ``name`` (its runs record it as their host); every queue of
-        the pool unless ``queues`` names some."""
+        the pool unless ``queues`` names some.
+
+        No ``--limit`` by default: a 3.8.8 worker with one crashes ("this borrower is already
+        holding one of this CapacityLimiter's tokens") when a run it has not reaped yet is retried.
+        """
         args = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", name]
         args += [arg for queue in queues for arg in ("--work-queue", queue)]
+        args += ["--limit", str(limit)] if limit else []
         env = {k: v for k, v in self.env().items() if not k.startswith("INVOX_")}
         env.update(INVOX_BATCH_WORKER_NAME=name, **invox_env)
-        return self.spawn(name, [*args, "--limit", str(limit)], env)
+        return self.spawn(name, args, env)
 
     def save_secret(self, value: str, name: str = "invox-api-key") -> None:
         """The API key as a Prefect Secret block on this server (value passed by environment)."""

@@ -37,8 +37,10 @@ def prefect_stack(
         started = time.monotonic()
         stack.deploy()
         # Nightly runs (parents included) go to worker-main; shards to worker-a and worker-b only,
-        # so a parent or an earlier test's run never holds a slot the shards need.
-        stack.start_worker("worker-main", invox_env, limit=4, queues=("default",))
+        # so a parent or an earlier test's run never holds a slot the shards need. worker-main has
+        # no --limit: runs are retried right after they fail, which crashes a 3.8.8 worker with
+        # one when it has not yet reaped the run's process (prefect#16806).
+        stack.start_worker("worker-main", invox_env, queues=("default",))
         # worker-b has no INVOX_API_KEY: it reads the invox-api-key Secret block instead, so every
         # shard it executes proves that path.
         stack.save_secret(sandbox_server.settings.api_key)
