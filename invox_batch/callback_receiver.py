@@ -145,7 +145,8 @@ def accept_callback(
     body = _parse(raw)
     verify(body, config, now_ms)
     signature = body.get("signature")
-    fingerprint = signature if isinstance(signature, str) and signature else raw
+    verified = config.scheme != "none" and isinstance(signature, str)
+    fingerprint = signature if verified else raw  # a checked signature pins the content
     if not store.first_sighting(fingerprint):
         raise CallbackRejected("replayed", "this exact callback was already accepted", 409)
     try:
