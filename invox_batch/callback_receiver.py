@@ -146,7 +146,8 @@ def accept_callback(
     verify(body, config, now_ms)
     signature = body.get("signature")
     verified = config.scheme != "none" and isinstance(signature, str)
-    fingerprint = signature if verified else raw  # a checked signature pins the content
+    # A checked signature pins the content, whatever the JSON's spacing; else the raw body.
+    fingerprint: str | bytes = str(signature) if verified else raw
     if not store.first_sighting(fingerprint):
         raise CallbackRejected("replayed", "this exact callback was already accepted", 409)
     try:
