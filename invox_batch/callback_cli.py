@@ -17,6 +17,7 @@ EXIT_USAGE = 2
 
 
 def callback_options(
+    settings: InvoxSettings,
     completion: str,
     grace_s: float,
     store: str | None,
@@ -40,7 +41,10 @@ def callback_options(
             "--callback-url pointing at a receiver you run (`invox-batch callbacks`)"
         )
     if listen is not None:
+        from .callback_receiver import ReceiverConfig
+
         parse_listen(listen)
+        ReceiverConfig.from_settings(settings)  # the in-run receiver must be able to check
     return {
         "completion": completion,
         "callback_grace_s": grace_s,

@@ -312,7 +312,7 @@ def run(
             raise _fail_usage(f"--callback-url: {exc.message}") from None
     try:
         hybrid = callback_options(
-            completion, callback_grace, callback_store, callback_listen, callback_url
+            settings, completion, callback_grace, callback_store, callback_listen, callback_url
         )
     except InvoxError as exc:
         raise _fail_usage(exc.message) from None

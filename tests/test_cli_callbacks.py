@@ -45,6 +45,9 @@ def test_callbacks_refuses_a_scheme_it_cannot_check(monkeypatch: pytest.MonkeyPa
     assert done.exit_code == 2 and "INVOX_CALLBACK_SECRET" in done.output
     done = runner.invoke(app, ["callbacks", "--scheme", "rot13"])
     assert done.exit_code == 2 and "unknown callback scheme" in done.output
+    listen = ["--completion", "callback", "--callback-listen", "127.0.0.1:0"]
+    done = runner.invoke(app, ["run", MANIFEST, *listen])
+    assert done.exit_code == 2 and "INVOX_CALLBACK_SECRET" in done.output
 
 
 @pytest.mark.usefixtures("prefect_harness")
