@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
 
 from invox import ConfigurationError, InvoxSettings, PollPolicy, check_callback_url
 from invox_batch.callback_receiver import CALLBACK_PATH, ReceiverConfig, running_receiver
@@ -71,9 +73,7 @@ class CallbackCompletion:
             self.counts["callback"] += 1
         else:
             self.counts["fallback"] += 1
-            get_run_logger().info(
-                "no callback for request %s after %gs; polling instead", request_id, limit
-            )
+            _log().info("no callback for request %s after %gs; polling instead", request_id, limit)
         waited = time.monotonic() - started
         return dataclasses.replace(
             base,
@@ -89,6 +89,14 @@ class CallbackCompletion:
                 return False
             await asyncio.sleep(min(self.check_every_s, left))
         return True
+
+
+def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The flow run's logger, or a plain one outside a run (unit tests, scripts)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("invox_batch.callbacks")
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -126,14 +134,14 @@ def completion_for(
     config = ReceiverConfig.from_settings(settings)
     with running_receiver(completion.store, config, host, port) as server:
         url = callback_url or check_callback_url(f"{server.base_url}{CALLBACK_PATH}")
-        get_run_logger().info("callback receiver listening on %s%s", server.base_url, CALLBACK_PATH)
+        _log().info("callback receiver listening on %s%s", server.base_url, CALLBACK_PATH)
         yield completion, url
     _report(completion)
 
 
 def _report(completion: CallbackCompletion) -> None:
     """One line: how many requests a callback settled and how many fell back to polling."""
-    get_run_logger().info(
+    _log().info(
         "callback mode: %d requests signalled by callback, %d fell back to polling",
         completion.counts["callback"],
         completion.counts["fallback"],
