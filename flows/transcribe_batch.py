@@ -36,6 +36,7 @@ from invox_batch.output import Output
 from tasks import transcription
 from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_key
 
+from .callback_mode import Completion, CompletionMode, PollCompletion, completion_for
 from .outcomes import (
     Outcome,
     RunContext,
@@ -78,6 +79,7 @@ class Options:
     max_poll_interval_s: float
     retries: int
     retry_base_delay_s: float
+    completion: Completion = dataclasses.field(default_factory=PollCompletion)
 
 
 class CallCounter:
@@ -171,7 +173,9 @@ async def _submit_and_poll_once(run: Run, unit: Unit, place: Generation) -> Outc
             file_id=unit.label,
             cache_key=result_key(unit.identity, place.number),
             request_id=str(upload["request_id"]),
-            policy=run.policy(unit.duration_s),
+            policy=await run.options.completion.policy(
+                str(upload["request_id"]), run.policy(unit.duration_s)
+            ),
         )
     except NotFoundError:
         raise
@@ -357,6 +361,10 @@ async def transcribe_batch(
     max_poll_interval_s: Annotated[float, Field(gt=0)] = 30.0,
     retries: Annotated[int, Field(ge=0, le=20)] = 6,
     retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0,
+    completion: CompletionMode = "poll",
+    callback_grace_s: Annotated[float, Field(ge=0)] = 60.0,
+    callback_store: str | None = None,
+    callback_listen: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Transcribe every audio file of a manifest, paying once per audio content, into Parquet.
 
@@ -376,6 +384,11 @@ async def transcribe_batch(
         max_poll_interval_s: Longest wait between two polls of one job.
         retries: Retries of one call after transient errors (429, 5xx, network).
         retry_base_delay_s: First retry delay in seconds; doubles each time, capped at 30.
+        completion: "poll", or "callback": fetch each result once its callback is recorded.
+        callback_grace_s: In callback mode, poll a job with no callback this long after it
+            should have ended.
+        callback_store: Folder the callback receiver records to; empty means <state>/callbacks.
+        callback_listen: host:port for a receiver run inside this flow (callback mode).
     """
     started = time.monotonic()
     logger = get_run_logger()
@@ -409,7 +422,18 @@ async def transcribe_batch(
         retry_base_delay_s=retry_base_delay_s,
     )
     try:
-        outcomes, calls, stop = await _settle_all(settings, ledger, options, units, max_concurrency)
+        with completion_for(
+            completion,
+            grace_s=callback_grace_s,
+            store_dir=Path(callback_store) if callback_store else state_dir / "callbacks",
+            listen=callback_listen,
+            callback_url=callback_url,
+            settings=settings,
+        ) as (waiter, url):
+            options = dataclasses.replace(options, callback_url=url, completion=waiter)
+            outcomes, calls, stop = await _settle_all(
+                settings, ledger, options, units, max_concurrency
+            )
     finally:
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
 

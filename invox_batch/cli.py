@@ -25,6 +25,7 @@ from invox import (
 )
 from sandbox.settings import SandboxSettings
 
+from .callback_cli import callback_options, serve_callbacks
 from .embedded import resolve_api
 from .manifest import FORMATS, ManifestError, read_manifest
 from .output import Output
@@ -275,6 +276,18 @@ def run(
     result_storage: Annotated[
         str | None, typer.Option(help="Never-pay-twice records [<out>/.state].")
     ] = None,
+    completion: Annotated[
+        str, typer.Option(help="poll, or callback: fetch results when callbacks arrive.")
+    ] = "poll",
+    callback_grace: Annotated[
+        float, typer.Option(min=0, help="Callback mode: poll after this many seconds more.")
+    ] = 60.0,
+    callback_store: Annotated[
+        str | None, typer.Option(help="Callback records [<state>/callbacks].")
+    ] = None,
+    callback_listen: Annotated[
+        str | None, typer.Option(help="Callback mode: run a receiver on HOST:PORT.")
+    ] = None,
 ) -> None:
     """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
     from flows.transcribe_batch import transcribe_batch
@@ -297,6 +310,12 @@ def run(
             check_callback_url(callback_url)
         except InvoxError as exc:
             raise _fail_usage(f"--callback-url: {exc.message}") from None
+    try:
+        hybrid = callback_options(
+            settings, completion, callback_grace, callback_store, callback_listen, callback_url
+        )
+    except InvoxError as exc:
+        raise _fail_usage(exc.message) from None
     quiet_task_logs()
     with resolve_api(settings, _say) as resolved:
         _export_api(resolved)
@@ -314,6 +333,7 @@ def run(
                     max_resubmits=max_resubmits,
                     vtt=vtt,
                     result_storage=result_storage,
+                    **hybrid,
                     return_state=True,
                 ),
             )
@@ -324,6 +344,24 @@ def run(
         raise typer.Exit(EXIT_FAILED_ROWS)
     _print_summary(summary)
     raise typer.Exit(_exit_status(summary))
+
+
+@app.command()
+def callbacks(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8766,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    out: Annotated[str, typer.Option(help="The batch output, for the default store.")] = "out",
+    store: Annotated[
+        str | None, typer.Option(help="Record folder [<out>/.state/callbacks].")
+    ] = None,
+    scheme: Annotated[
+        str | None,
+        typer.Option(help="hmac-sha256 or none [from INVOX_VERIFY_CALLBACK_SIGNATURES]."),
+    ] = None,
+) -> None:
+    """Receive provider callbacks: verify, refuse stale and replayed ones, record each once."""
+    serve_callbacks(_client_settings(), port, host, out, store, scheme, _say)
+    raise typer.Exit(EXIT_OK)
 
 
 @app.command()
