@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.text import Text
 
 __all__ = [
     "ProgressSnapshot",
@@ -64,17 +66,20 @@ class ProgressSnapshot:
             return None
         return (self.total - self.done) * self.elapsed_s / self.done
 
+    def eta(self) -> str:
+        """The ETA as H:MM:SS, or '?' before the first file finishes."""
+        return "?" if self.eta_s is None else _clock(self.eta_s)
+
     def counts(self) -> str:
-        """Completed, failed, in flight, audio hours, throughput and ETA, in one phrase."""
-        eta = "?" if self.eta_s is None else _clock(self.eta_s)
+        """Completed, failed, in flight, audio hours and throughput, in one phrase."""
         return (
             f"{self.completed} completed, {self.failed} failed, {self.in_flight} in flight; "
-            f"{self.audio_s / 3600:.4f} audio h; {self.files_per_min:.1f} files/min; ETA {eta}"
+            f"{self.audio_s / 3600:.4f} audio h; {self.files_per_min:.1f} files/min"
         )
 
     def line(self) -> str:
-        """The plain summary line: files done of total, then the counts."""
-        return f"{self.done}/{self.total} files ({self.percent:.0f}%): {self.counts()}"
+        """The plain summary line: files done of total, the counts, the ETA."""
+        return f"{self.done}/{self.total} files ({self.percent:.0f}%): {self.counts()}; ETA {self.eta()}"
 
 
 def _clock(seconds: float) -> str:
@@ -148,15 +153,14 @@ def plain_listener(stream: TextIO, steps: int = 10) -> Listener:
     return listen
 
 
-def _rich_progress(console: Console) -> Progress:
-    """A bar with files done/total, then the counts phrase."""
+def _rich_bar(console: Console) -> Progress:
+    """Line one: files done/total on a bar, with the ETA (line two carries the counts)."""
     return Progress(
         TextColumn("[bold]transcribing"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[counts]}"),
+        TextColumn("ETA {task.fields[eta]}"),
         console=console,
-        transient=False,
     )
 
 
@@ -171,13 +175,13 @@ def progress_display(
         with listening(plain_listener(target)):
             yield
         return
-    with _rich_progress(console) as bar:
-        task = bar.add_task("files", total=None, counts="starting")
+    bar = _rich_bar(console)
+    task = bar.add_task("files", total=None, eta="?")
+    counts = Text("starting", style="dim")
 
-        def listen(snapshot: ProgressSnapshot) -> None:
-            bar.update(
-                task, total=snapshot.total, completed=snapshot.done, counts=snapshot.counts()
-            )
+    def listen(snapshot: ProgressSnapshot) -> None:
+        bar.update(task, total=snapshot.total, completed=snapshot.done, eta=snapshot.eta())
+        counts.plain = snapshot.counts()
 
-        with listening(listen):
-            yield
+    with Live(Group(bar, counts), console=console, refresh_per_second=4), listening(listen):
+        yield

@@ -73,7 +73,7 @@ def _runs(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[dic
                count(*) FILTER (from_cache),
                coalesce(sum(duration_s) FILTER (status = 'completed'), 0) / 3600
         FROM {src} GROUP BY flow_run_id
-        ORDER BY max(coalesce(completed_at, submitted_at)) DESC NULLS LAST, flow_run_id"""
+        ORDER BY max(run_date) DESC, max(completed_at) DESC NULLS LAST, flow_run_id"""
     keys = ("flow_run_id", "run_date", "rows", "completed", "failed", "from_cache", "audio_hours")
     return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
 
