@@ -16,6 +16,7 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
+from invox_batch.budget import budget_line
 from invox_batch.dataset import atomic_write
 from invox_batch.progress import ProgressTracker
 
@@ -89,19 +90,24 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary["error_types"]:
         lines += ["", "| error type | rows |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in summary["error_types"].items()]
+    if summary.get("budget"):
+        lines += ["", budget_line(summary["budget"])]
     lines += ["", f"Parquet: `{summary['files_path']}` and `{summary['segments_path']}`"]
     return "\n".join(lines)
 
 
-async def publish_outcomes(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
-    """A capped per-file table (no transcript text) and the markdown summary."""
+async def publish_outcomes(
+    summary: dict[str, Any], rows: Sequence[dict[str, Any]], extra: str = ""
+) -> None:
+    """A capped per-file table (no transcript text) and the markdown summary (plus ``extra``)."""
     shown = sorted(rows, key=lambda r: (r["status"] != "failed", r["row_index"]))[:TABLE_ROW_CAP]
     table = [{c: row[c] for c in TABLE_COLUMNS} for row in shown]
     note = (
         f" (first {TABLE_ROW_CAP} of {len(rows)}, failures first)" if len(rows) > len(shown) else ""
     )
     await acreate_table_artifact(table=table, description=f"Per-file outcomes{note}.")
-    await acreate_markdown_artifact(markdown=summary_markdown(summary), description="Run summary")
+    markdown = summary_markdown(summary) + (f"\n\n{extra}" if extra else "")
+    await acreate_markdown_artifact(markdown=markdown, description="Run summary")
 
 
 def write_summary(out: Path, flow_run_id: str, summary: dict[str, Any]) -> Path:

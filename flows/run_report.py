@@ -1,4 +1,4 @@
-"""The run report attached to each flow run: markdown artifact plus a linked HTML page."""
+"""The run report of each flow run: an HTML page under ``reports/``, its markdown in the summary."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger
-from prefect.artifacts import acreate_link_artifact, acreate_markdown_artifact
 
 from invox_batch.dataset import atomic_write
 from invox_batch.report import load_report, report_html, report_markdown
 
-__all__ = ["RunReportFiles", "build_run_report", "publish_run_report"]
+__all__ = ["RunReportFiles", "build_run_report", "report_section"]
 
 
 @dataclass(frozen=True)
@@ -46,13 +45,8 @@ def _link(location: str) -> str:
     return location if "://" in location else Path(location).resolve().as_uri()
 
 
-async def publish_run_report(report: RunReportFiles | None, location: str | None) -> None:
-    """Attach the markdown summary and a link to the HTML report to the flow run."""
+def report_section(report: RunReportFiles | None, location: str | None) -> str:
+    """The report's markdown and a link to its HTML page, for the run's summary artifact."""
     if report is None or location is None:
-        return
-    link = _link(location)
-    await acreate_markdown_artifact(
-        markdown=report.markdown + f"\nHTML report with plots: {link}\n",
-        description="Run report (same as `invox-batch report OUT --run RUN_ID`)",
-    )
-    await acreate_link_artifact(link=link, link_text="HTML run report", description="Run report")
+        return ""
+    return f"{report.markdown}\n[HTML report with plots]({_link(location)})\n"

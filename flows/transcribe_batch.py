@@ -49,7 +49,7 @@ from .outcomes import (
     summarise,
 )
 from .reporting import ProgressReporter, publish_outcomes, write_summary
-from .run_report import build_run_report, publish_run_report
+from .run_report import build_run_report, report_section
 
 __all__ = ["FATAL_ERROR_TYPES", "transcribe_batch"]
 
@@ -470,9 +470,8 @@ async def transcribe_batch(
         parts = [written.files_path, written.segments_path, summary_path, *captions, *report_parts]
         output.publish(staging, [p.relative_to(staging) for p in parts], context.flow_run_id)
         shutil.rmtree(staging, ignore_errors=True)
-    await publish_outcomes(summary, file_rows)
     report_at = output.location(report.html.relative_to(staging)) if report else None
-    await publish_run_report(report, report_at)
+    await publish_outcomes(summary, file_rows, extra=report_section(report, report_at))
     logger.info(
         "%d completed, %d failed (%d from cache); API calls %s",
         summary["completed"],

@@ -98,9 +98,10 @@ def cost_line(duration_s: float, rate_per_hour: float, unknown: int = 0) -> str:
 
 def budget_line(budget: dict[str, Any]) -> str:
     """The run summary's budget in one line: submitted, left in the cap, left unsubmitted."""
+    files = budget["not_submitted_files"]
     return (
         f"budget: {budget['submitted_audio_hours']} of {budget['max_audio_hours']} audio hours "
         f"submitted ({budget['cap_hours_left']} h of the cap left); "
-        f"{budget['not_submitted_files']} files ({budget['not_submitted_audio_hours']} h) "
+        f"{files} file{'s' if files != 1 else ''} ({budget['not_submitted_audio_hours']} h) "
         "not submitted: budget_exceeded"
     )
