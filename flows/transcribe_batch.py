@@ -308,7 +308,7 @@ async def _settle_all(
     units: dict[str, Unit],
     concurrency: int,
 ) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None, BudgetPlan]:
-    """Settle every identity over one shared client; returns outcomes, calls made, fatal stop."""
+    """Settle every identity over one shared client: outcomes, calls made, fatal stop, budget."""
     counter = CallCounter(settings.token_path)
     progress = ProgressReporter(len(units))
     await progress.start()

@@ -12,8 +12,6 @@ from typing import Any
 
 import duckdb
 
-from .report_plots import render_plots
-
 __all__ = ["ReportError", "RunReport", "load_report", "report_html", "report_markdown"]
 
 # Plots draw at most this many rows (the newest); the numbers always cover every row.
@@ -188,6 +186,8 @@ def report_markdown(report: RunReport) -> str:
 def report_html(report: RunReport) -> str:
     """A self-contained HTML page (inline PNG plots, inline CSS, no network resources)."""
     from jinja2 import Environment, PackageLoader
+
+    from .report_plots import render_plots  # matplotlib loads only when a page is drawn
 
     env = Environment(loader=PackageLoader("invox_batch", "templates"), autoescape=True)
     return env.get_template("report.html.j2").render(
