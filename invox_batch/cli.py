@@ -288,10 +288,18 @@ def run(
     callback_listen: Annotated[
         str | None, typer.Option(help="Callback mode: run a receiver on HOST:PORT.")
     ] = None,
+    max_audio_hours: Annotated[
+        float | None, typer.Option(help="Cap on new audio submitted, in hours.")
+    ] = None,
+    srt: Annotated[bool, typer.Option(help="Write <out>/captions/<file_id>.srt.")] = False,
 ) -> None:
     """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
     from flows.transcribe_batch import transcribe_batch
 
+    from .progress import progress_display
+
+    if max_audio_hours is not None and max_audio_hours <= 0:
+        raise _fail_usage("--max-audio-hours must be a positive number of hours")
     try:
         read_manifest(manifest)
         Output.parse(out)
@@ -317,7 +325,7 @@ def run(
     except InvoxError as exc:
         raise _fail_usage(exc.message) from None
     quiet_task_logs()
-    with resolve_api(settings, _say) as resolved:
+    with resolve_api(settings, _say) as resolved, progress_display():
         _export_api(resolved)
         state: Any = asyncio.run(
             cast(
@@ -334,6 +342,8 @@ def run(
                     vtt=vtt,
                     result_storage=result_storage,
                     **hybrid,
+                    max_audio_hours=max_audio_hours,
+                    srt=srt,
                     return_state=True,
                 ),
             )
@@ -343,6 +353,10 @@ def run(
         _say(f"error: the run did not finish: {state.message}")
         raise typer.Exit(EXIT_FAILED_ROWS)
     _print_summary(summary)
+    if summary.get("budget"):
+        from .budget import budget_line
+
+        typer.echo(budget_line(summary["budget"]))
     raise typer.Exit(_exit_status(summary))
 
 
@@ -367,6 +381,9 @@ def callbacks(
 @app.command()
 def validate(
     manifest: Annotated[str, typer.Argument(help="Manifest path or URI (.csv, .jsonl, .parquet).")],
+    rate_per_hour: Annotated[
+        float | None, typer.Option(min=0.0, help="Price per audio hour, to estimate the cost.")
+    ] = None,
 ) -> None:
     """Check every row locally, without calling the API: files, types, sizes, durations."""
     from .validate import render_report, validate_manifest
@@ -378,7 +395,29 @@ def validate(
         except ManifestError as exc:
             raise _fail_usage(str(exc)) from None
         render_report(report, sys.stdout)
+    if rate_per_hour is not None:
+        from .budget import cost_line
+
+        typer.echo(cost_line(report.total_duration_s, rate_per_hour, report.unknown_duration))
     raise typer.Exit(EXIT_FAILED_ROWS if report.bad else EXIT_OK)
+
+
+@app.command()
+def report(
+    out: Annotated[str, typer.Argument(help="Output folder of `invox-batch run`.")],
+    run: Annotated[str | None, typer.Option("--run", help="Only this flow run id.")] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Also write a self-contained HTML report.")
+    ] = None,
+) -> None:
+    """Summarise the Parquet dataset with DuckDB: statuses, errors, hours, timings, quality."""
+    from .report import ReportError
+    from .report_cli import print_report
+
+    try:
+        print_report(out, run, html)
+    except ReportError as exc:
+        raise _fail_usage(str(exc)) from None
 
 
 def quiet_task_logs() -> None:
