@@ -18,9 +18,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from invox import InvoxError, InvoxSettings
+from invox_batch.budget import BudgetPlan
 from tasks.ledger import Generation, Ledger
 
+from .budgeting import over_budget, plan_units
 from .outcomes import Outcome
+from .reporting import ProgressReporter
 
 if TYPE_CHECKING:
     from .transcribe_batch import Options, Unit
@@ -38,10 +41,6 @@ def dask_task_runner(address: str | None, threads: int) -> Any:
         return DaskTaskRunner(address=address)
     local = {"n_workers": 1, "threads_per_worker": threads, "processes": False}
     return DaskTaskRunner(cluster_kwargs={**local, "dashboard_address": None})
-
-
-async def _no_progress() -> None:
-    """Dask mode reports progress through the task runs themselves."""
 
 
 @task(name="settle", persist_result=False, cache_policy=NO_CACHE)
@@ -67,7 +66,7 @@ async def settle(
     async with httpx.AsyncClient(timeout=settings.timeout(), event_hooks=hooks) as http:
         run = Run(ledger, options, 1)
         with transcription.using_client(InvoxClient(settings, http=http)):
-            outcome = await _settle(run, unit, place, _no_progress)
+            outcome = await _settle(run, unit, place, ProgressReporter(1))  # no artifact here
     return outcome, counter.as_dict(), run.stop
 
 
@@ -79,12 +78,16 @@ async def settle_on_dask(
     units: dict[str, Unit],
     runner: Any,
     flow_run_id: str,
-) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None]:
-    """Submit one ``settle`` task per identity to ``runner``; gather outcomes and call counts."""
+) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None, BudgetPlan]:
+    """Submit one ``settle`` task per identity within budget; outcomes, calls, stop, budget."""
     expiration = ledger.cache_expiration
     places = {
         i: await ledger.locate(i, options.max_resubmits, options.force, flow_run_id) for i in units
     }
+    plan = plan_units(units.values(), places, options.max_audio_hours)
+    progress = ProgressReporter(len(units))
+    await progress.start()
+    skipped = {i: await over_budget(plan, i, units[i].duration_s, progress) for i in plan.skipped}
     with runner:
         futures = {
             identity: runner.submit(
@@ -99,13 +102,16 @@ async def settle_on_dask(
                 },
             )
             for identity in units
+            if identity not in skipped
         }
-        settled: dict[str, Settled] = {
-            identity: await asyncio.to_thread(future.result) for identity, future in futures.items()
-        }
+        settled: dict[str, Settled] = {}
+        for identity, future in futures.items():
+            settled[identity] = await asyncio.to_thread(future.result)
+            await progress.advance(settled[identity][0].status, units[identity].duration_s)
     calls: Counter[str] = Counter()
     for _, made, _ in settled.values():
         calls.update(made)
     stop = next((s for _, _, s in settled.values() if s is not None), None)
-    outcomes = {identity: outcome for identity, (outcome, _, _) in settled.items()}
-    return outcomes, {k: calls[k] for k in ("token", "presign", "upload", "status")}, stop
+    done = {identity: outcome for identity, (outcome, _, _) in settled.items()}
+    outcomes = {i: skipped[i] if i in skipped else done[i] for i in units}
+    return outcomes, {k: calls[k] for k in ("token", "presign", "upload", "status")}, stop, plan
