@@ -11,7 +11,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 60
 
-.PHONY: install run test lint format sandbox asr-quality bench clean chromium
+.PHONY: install run test lint format sandbox asr-quality bench clean chromium serve stop
 
 install: $(STAMP)
 
@@ -59,3 +59,11 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.flow_vs_bare --files $(or $(FILES),1000)
+
+# A real local Prefect stack (server, pool, deployments, a worker, the sandbox); pids and logs
+# under .prefect/serve/. `make stop` stops exactly those pids.
+serve: $(STAMP)
+	$(BIN)/python -m invox_batch.local_stack serve
+
+stop:
+	$(BIN)/python -m invox_batch.local_stack stop

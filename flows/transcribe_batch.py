@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from prefect import State, flow, get_run_logger
@@ -40,6 +40,8 @@ from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_
 
 from .budgeting import over_budget, plan_units
 from .callback_mode import Completion, CompletionMode, PollCompletion, completion_for
+from .credentials import with_secret_block
+from .dask_runner import dask_task_runner, settle_on_dask
 from .outcomes import (
     Outcome,
     RunContext,
@@ -51,6 +53,7 @@ from .outcomes import (
 )
 from .reporting import ProgressReporter, publish_outcomes, write_summary
 from .run_report import build_run_report, report_section
+from .sharding import fan_out, should_fan_out, take_shard, worker_host
 
 __all__ = ["FATAL_ERROR_TYPES", "transcribe_batch"]
 
@@ -381,6 +384,11 @@ async def transcribe_batch(
     callback_listen: str | None = None,
     max_audio_hours: Annotated[float, Field(gt=0)] | None = None,
     srt: bool = False,
+    shard_size: Annotated[int, Field(ge=1)] = 1000,
+    shard: Annotated[str, Field(pattern=r"^(\d+/\d+)?$")] = "",
+    shard_deployment: str = "transcribe-batch/shard",
+    task_runner: Literal["default", "dask"] = "default",
+    dask_address: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Transcribe every audio file of a manifest, paying once per audio content, into Parquet.
 
@@ -407,6 +415,11 @@ async def transcribe_batch(
         callback_listen: host:port for a receiver run inside this flow (callback mode).
         max_audio_hours: Submit no more new audio than this; the rest fail as budget_exceeded.
         srt: Also write <out>/captions/<file_id>.srt for completed files.
+        shard_size: From a deployment, a manifest with more rows runs as child runs of this size.
+        shard: The slice of the manifest this child run handles ("3/8"); set by the parent.
+        shard_deployment: The deployment ("flow/name") the parent starts its shard runs on.
+        task_runner: "dask" settles each file as a task on a Dask cluster (prefect-dask).
+        dask_address: Dask scheduler address; empty means a LocalCluster in the flow's process.
     """
     started = time.monotonic()
     logger = get_run_logger()
@@ -419,9 +432,13 @@ async def transcribe_batch(
         )
     if callback_url:
         check_callback_url(callback_url)
+    settings = await with_secret_block(settings)
     version = settings.api_version
     state_dir = Path(result_storage) if result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
+    if should_fan_out(len(parsed.rows), shard_size, shard):
+        return await fan_out(parsed, output, shard_size, shard_deployment)
+    parsed = take_shard(parsed, shard)
     checks = await _inspect_all(parsed, settings, state_dir / "spool")
     identities = [_identity(check, settings, version) for check in checks]
     units = _units(parsed, checks, identities)
@@ -450,9 +467,15 @@ async def transcribe_batch(
             settings=settings,
         ) as (waiter, url):
             options = dataclasses.replace(options, callback_url=url, completion=waiter)
-            outcomes, calls, stop, plan = await _settle_all(
-                settings, ledger, options, units, max_concurrency
-            )
+            if task_runner == "dask":
+                runner = dask_task_runner(dask_address, max_concurrency)
+                results, run_id = state_dir / "results", str(flow_run.id)
+                settled = await settle_on_dask(
+                    settings, ledger, results, options, units, runner, run_id
+                )
+            else:
+                settled = await _settle_all(settings, ledger, options, units, max_concurrency)
+            outcomes, calls, stop, plan = settled
     finally:
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
 
@@ -474,6 +497,8 @@ async def transcribe_batch(
         **summarise(file_rows),
         "flow_run_id": context.flow_run_id,
         "manifest": manifest,
+        "shard": shard,
+        "host": worker_host(),
         "api_version": version,
         "unique_audio": len(units),
         "api_calls": calls,

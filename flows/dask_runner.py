@@ -1,0 +1,117 @@
+"""``task_runner="dask"``: each unique audio settled as a Prefect task on a Dask cluster.
+
+The default mode awaits every file on the flow's own event loop. Here each file becomes one
+``settle`` task submitted to prefect-dask's ``DaskTaskRunner``: a ``LocalCluster`` (threads in
+this process) when no scheduler address is given, else the cluster at that address. Each task
+opens its own HTTP client and the same ledger, so never-pay-twice holds across Dask workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from invox import InvoxError, InvoxSettings
+from invox_batch.budget import BudgetPlan
+from tasks.ledger import Generation, Ledger
+
+from .budgeting import over_budget, plan_units
+from .outcomes import Outcome
+from .reporting import ProgressReporter
+
+if TYPE_CHECKING:
+    from .transcribe_batch import Options, Unit
+
+__all__ = ["dask_task_runner", "settle_on_dask"]
+
+Settled = tuple[Outcome, dict[str, int], InvoxError | None]
+
+
+def dask_task_runner(address: str | None, threads: int) -> Any:
+    """A runner for a cluster at ``address``, or a threaded in-process LocalCluster."""
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    local = {"n_workers": 1, "threads_per_worker": threads, "processes": False}
+    return DaskTaskRunner(cluster_kwargs={**local, "dashboard_address": None})
+
+
+@task(name="settle", persist_result=False, cache_policy=NO_CACHE)
+async def settle(
+    settings: InvoxSettings,
+    results: str,
+    expiration: dt.timedelta | None,
+    options: Options,
+    unit: Unit,
+    place: Generation,
+) -> Settled:
+    """Settle one identity with its own client: its outcome, the calls made, a fatal stop."""
+    import httpx
+
+    from invox import InvoxClient
+    from tasks import transcription
+
+    from .transcribe_batch import CallCounter, Run, _settle
+
+    ledger = await Ledger.open(Path(results), expiration)
+    counter = CallCounter(settings.token_path)
+    hooks: dict[str, list[Any]] = {"request": [counter]}
+    async with httpx.AsyncClient(timeout=settings.timeout(), event_hooks=hooks) as http:
+        run = Run(ledger, options, 1)
+        with transcription.using_client(InvoxClient(settings, http=http)):
+            outcome = await _settle(run, unit, place, ProgressReporter(1))  # no artifact here
+    return outcome, counter.as_dict(), run.stop
+
+
+async def settle_on_dask(
+    settings: InvoxSettings,
+    ledger: Ledger,
+    results: Path,
+    options: Options,
+    units: dict[str, Unit],
+    runner: Any,
+    flow_run_id: str,
+) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None, BudgetPlan]:
+    """Submit one ``settle`` task per identity within budget; outcomes, calls, stop, budget."""
+    expiration = ledger.cache_expiration
+    places = {
+        i: await ledger.locate(i, options.max_resubmits, options.force, flow_run_id) for i in units
+    }
+    plan = plan_units(units.values(), places, options.max_audio_hours)
+    progress = ProgressReporter(len(units))
+    await progress.start()
+    skipped = {i: await over_budget(plan, i, units[i].duration_s, progress) for i in plan.skipped}
+    with runner:
+        futures = {
+            identity: runner.submit(
+                settle,
+                parameters={
+                    "settings": settings,
+                    "results": str(results),
+                    "expiration": expiration,
+                    "options": options,
+                    "unit": units[identity],
+                    "place": places[identity],
+                },
+            )
+            for identity in units
+            if identity not in skipped
+        }
+        settled: dict[str, Settled] = {}
+        for identity, future in futures.items():
+            settled[identity] = await asyncio.to_thread(future.result)
+            await progress.advance(settled[identity][0].status, units[identity].duration_s)
+    calls: Counter[str] = Counter()
+    for _, made, _ in settled.values():
+        calls.update(made)
+    stop = next((s for _, _, s in settled.values() if s is not None), None)
+    done = {identity: outcome for identity, (outcome, _, _) in settled.items()}
+    outcomes = {i: skipped[i] if i in skipped else done[i] for i in units}
+    return outcomes, {k: calls[k] for k in ("token", "presign", "upload", "status")}, stop, plan

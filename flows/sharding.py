@@ -1,0 +1,196 @@
+"""Scale-out: a large manifest becomes child runs of a shard deployment, one slice each."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from prefect import State, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.client.orchestration import PrefectClient, get_client
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import arun_deployment
+from prefect.runtime import deployment, flow_run
+from prefect.states import AwaitingRetry, Completed, Failed
+
+from invox_batch.manifest import Manifest
+from invox_batch.output import Output
+
+from .reporting import summary_markdown, write_summary
+
+__all__ = [
+    "aggregate",
+    "fan_out",
+    "parse_shard",
+    "shard_bounds",
+    "shard_count",
+    "shard_key",
+    "should_fan_out",
+    "take_shard",
+    "worker_host",
+]
+
+POLL_INTERVAL_S = 2.0
+
+
+def worker_host() -> str:
+    """Who executed this run: ``INVOX_BATCH_WORKER_NAME`` if set, else the host name."""
+    return os.environ.get("INVOX_BATCH_WORKER_NAME") or socket.gethostname()
+
+
+def parse_shard(shard: str) -> tuple[int, int] | None:
+    """``"3/8"`` → ``(3, 8)`` (1-based); empty → None (the whole manifest)."""
+    if not shard:
+        return None
+    number, _, count = shard.partition("/")
+    if not (number.isdigit() and count.isdigit()) or not 1 <= int(number) <= int(count):
+        raise ValueError(f"shard must look like '3/8' (1 <= shard <= count), got {shard!r}")
+    return int(number), int(count)
+
+
+def shard_count(rows: int, shard_size: int) -> int:
+    """How many shards of at most ``shard_size`` rows cover the manifest."""
+    return max(1, -(-rows // shard_size))
+
+
+def shard_bounds(rows: int, number: int, count: int) -> tuple[int, int]:
+    """Row slice ``[start, end)`` of shard ``number`` of ``count``: even, contiguous, covering."""
+    return (number - 1) * rows // count, number * rows // count
+
+
+def take_shard(manifest: Manifest, shard: str) -> Manifest:
+    """The rows this run handles; row indexes stay those of the whole manifest."""
+    parsed = parse_shard(shard)
+    if parsed is None:
+        return manifest
+    start, end = shard_bounds(len(manifest.rows), *parsed)
+    return dataclasses.replace(manifest, rows=manifest.rows[start:end])
+
+
+def should_fan_out(
+    rows: int, shard_size: int, shard: str, deployment_id: str | None = None
+) -> bool:
+    """Shard only a whole manifest above the threshold, and only from a deployment run."""
+    deployment_id = deployment_id or deployment.id
+    return bool(deployment_id) and not shard and rows > shard_size
+
+
+def shard_key(manifest_sha256: str, parent_flow_run_id: str, number: int, count: int) -> str:
+    """Idempotency key of one child: a retried parent gets the same children back."""
+    return f"transcribe-batch:{parent_flow_run_id}:{manifest_sha256[:16]}:shard-{number}-of-{count}"
+
+
+def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parent's counts: the sum of its children's summaries."""
+    errors: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
+    hours = 0.0
+    for child in summaries:
+        for key in ("rows", "completed", "failed", "from_cache", "unique_audio"):
+            totals[key] += int(child.get(key, 0))
+        errors.update(child.get("error_types", {}))
+        calls.update(child.get("api_calls", {}))
+        hours += float(child.get("audio_hours", 0.0))
+    return {
+        **{k: totals[k] for k in ("rows", "completed", "failed", "from_cache", "unique_audio")},
+        "error_types": dict(sorted(errors.items())),
+        "audio_hours": round(hours, 4),
+        "api_calls": {k: calls[k] for k in ("token", "presign", "upload", "status")},
+    }
+
+
+async def _start_shard(
+    client: PrefectClient, deployment: str, parameters: dict[str, Any], key: str
+) -> FlowRun:
+    """Create the child once (idempotency key); a child that ended badly is re-armed, as in the UI."""
+    child = await arun_deployment(
+        deployment, client=client, parameters=parameters, idempotency_key=key, timeout=0
+    )
+    if child.state and child.state.is_final() and not child.state.is_completed():
+        get_run_logger().info("re-arming shard run %s (%s)", child.name, child.state.name)
+        await client.set_flow_run_state(child.id, AwaitingRetry(), force=True)
+    return child
+
+
+async def _wait(client: PrefectClient, child: FlowRun) -> FlowRun:
+    """Poll one child until it reaches a final state."""
+    while True:
+        current = await client.read_flow_run(child.id)
+        if current.state and current.state.is_final():
+            return current
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def _child_summary(output: Output, child: FlowRun, shard: str) -> dict[str, Any]:
+    """The child's written summary, or a stand-in saying it left none (crashed, cancelled)."""
+    text = output.read_text(Path("runs") / f"{child.id}.json")
+    if text is None:
+        state = child.state.name if child.state else "unknown"
+        return {"flow_run_id": str(child.id), "shard": shard, "missing": state}
+    return {**json.loads(text), "shard": shard}
+
+
+async def fan_out(
+    manifest: Manifest, output: Output, shard_size: int, deployment: str
+) -> State[Any]:
+    """Run the manifest as child runs of ``deployment`` and summarise them as this run."""
+    started = time.monotonic()
+    parent = str(flow_run.id)
+    count = shard_count(len(manifest.rows), shard_size)
+    parameters = dict(flow_run.parameters)
+    get_run_logger().info("%d rows: %d shard runs of %s", len(manifest.rows), count, deployment)
+    async with get_client() as client:
+        children = [
+            await _start_shard(
+                client,
+                deployment,
+                {**parameters, "shard": f"{n}/{count}"},
+                shard_key(manifest.sha256, parent, n, count),
+            )
+            for n in range(1, count + 1)
+        ]
+        finished = await asyncio.gather(*(_wait(client, child) for child in children))
+    shards = [_child_summary(output, c, f"{n}/{count}") for n, c in enumerate(finished, 1)]
+    return await _conclude(output, parent, manifest.source, shards, started)
+
+
+async def _conclude(
+    output: Output, parent: str, manifest: str, shards: list[dict[str, Any]], started: float
+) -> State[Any]:
+    """Write and publish the parent's summary; Failed if any shard failed rows or left none."""
+    missing = [s for s in shards if "missing" in s]
+    summary = {
+        **aggregate([s for s in shards if "missing" not in s]),
+        "flow_run_id": parent,
+        "manifest": manifest,
+        "host": worker_host(),
+        "shards": [
+            {
+                k: s[k]
+                for k in ("shard", "flow_run_id", "host", "completed", "failed", "missing")
+                if k in s
+            }
+            for s in shards
+        ],
+        "wall_s": round(time.monotonic() - started, 3),
+        "files_path": output.location(Path("files")),
+        "segments_path": output.location(Path("segments")),
+    }
+    staging = output.local or Path(output.default_state_dir()) / "staging" / parent
+    path = write_summary(staging, parent, summary)
+    if output.is_remote:
+        output.publish(staging, [path.relative_to(staging)], parent)
+    await acreate_markdown_artifact(markdown=summary_markdown(summary), description="Run summary")
+    problems = [f"{summary['failed']} of {summary['rows']} files failed"] * bool(summary["failed"])
+    problems += [f"{len(missing)} of {len(shards)} shard runs left no summary"] * bool(missing)
+    if problems:
+        return Failed(message="; ".join(problems))
+    return Completed(message=f"{summary['completed']} files completed in {len(shards)} shards")
