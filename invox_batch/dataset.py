@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from .failpoints import failpoint
+
 SCHEMA_VERSION = "1"
 VERSION_KEY = b"invox_batch.schema_version"
 METADATA_COLUMNS_KEY = b"invox_batch.metadata_columns"
@@ -284,9 +286,12 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, private: bo
 
 def _write_parquet(path: Path, table: pa.Table, *, private: bool) -> None:
     """One part file, atomically; zstd because every reader we serve supports it."""
-    atomic_write(
-        path, lambda handle: pq.write_table(table, handle, compression="zstd"), private=private
-    )
+
+    def write(handle: BinaryIO) -> None:
+        pq.write_table(table, handle, compression="zstd")
+        failpoint("write_parquet")  # written but not yet renamed into place
+
+    atomic_write(path, write, private=private)
 
 
 def _remove_other_dates(root: Path, name: str, keep: Path) -> None:

@@ -162,11 +162,11 @@ class TokenStore:
     def __init__(self) -> None:
         self._expiry: dict[str, float] = {}
 
-    def issue(self, ttl_s: float) -> str:
-        """A new random token valid for ``ttl_s`` seconds from now."""
+    def issue(self, ttl_s: float, value: str | None = None) -> str:
+        """A new token (random unless ``value`` is given) valid for ``ttl_s`` seconds from now."""
         now = time.monotonic()
         self._expiry = {t: exp for t, exp in self._expiry.items() if exp > now}
-        token = secrets.token_urlsafe(32)
+        token = value or secrets.token_urlsafe(32)
         self._expiry[token] = now + ttl_s
         return token
 
@@ -351,6 +351,18 @@ class SandboxBackend:
                 return status  # type: ignore[return-value]
             draw -= rate
         return None
+
+    def draw_slow(self, endpoint: Endpoint) -> float:
+        """Seconds to hold this answer back after doing the work (0 for most requests)."""
+        rate = self.faults.slow_rate.get(endpoint, 0.0)
+        hit = rate > 0.0 and self.random(f"slow:{endpoint}").random() < rate
+        return self.faults.slow_s if hit else 0.0
+
+    def draw_upload_stall(self) -> float:
+        """Seconds this upload pauses in the middle of its body."""
+        rate = self.faults.stall_upload_rate
+        hit = rate > 0.0 and self.random("stall_upload").random() < rate
+        return self.faults.stall_upload_s if hit else 0.0
 
     def draw_callback_drop(self) -> bool:
         """Whether this job's callback is silently never sent."""
