@@ -28,6 +28,7 @@ from sandbox.settings import SandboxSettings
 from .embedded import resolve_api
 from .manifest import FORMATS, ManifestError, read_manifest
 from .output import Output
+from .permissions import PRIVATE_FILES_ENV, private_files
 
 app = typer.Typer(
     name="invox-batch",
@@ -258,6 +259,8 @@ def _exit_status(summary: dict[str, Any]) -> int:
     if summary.get("fatal_error_type") in ("unauthorized", "forbidden", "configuration_error"):
         _say(f"error: {summary.get('fatal_error_message')}")
         return EXIT_USAGE
+    if summary.get("fatal_error_type") == "api_unreachable":
+        _say(f"error: {summary.get('fatal_error_message')}")
     return EXIT_OK if summary["failed"] == 0 else EXIT_FAILED_ROWS
 
 
@@ -275,10 +278,14 @@ def run(
     result_storage: Annotated[
         str | None, typer.Option(help="Never-pay-twice records [<out>/.state].")
     ] = None,
+    shared_files: Annotated[
+        bool, typer.Option(help="New files follow the umask instead of owner-only.")
+    ] = False,
 ) -> None:
     """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
     from flows.transcribe_batch import transcribe_batch
 
+    _file_permissions(shared_files)
     try:
         read_manifest(manifest)
         Output.parse(out)
@@ -341,6 +348,16 @@ def validate(
             raise _fail_usage(str(exc)) from None
         render_report(report, sys.stdout)
     raise typer.Exit(EXIT_FAILED_ROWS if report.bad else EXIT_OK)
+
+
+def _file_permissions(shared: bool) -> None:
+    """--shared-files wins over INVOX_BATCH_PRIVATE_FILES; a bad value of the latter exits 2."""
+    if shared:
+        os.environ[PRIVATE_FILES_ENV] = "false"
+    try:
+        private_files()
+    except ValueError as exc:
+        raise _fail_usage(str(exc)) from None
 
 
 def quiet_task_logs() -> None:

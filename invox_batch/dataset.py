@@ -23,6 +23,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .failpoints import failpoint
+from .permissions import private_files
 
 SCHEMA_VERSION = "1"
 VERSION_KEY = b"invox_batch.schema_version"
@@ -239,8 +240,9 @@ def _part_name(flow_run_id: str) -> str:
     return f"{flow_run_id}.parquet"
 
 
-def make_dirs(path: Path, *, private: bool = True) -> None:
+def make_dirs(path: Path, *, private: bool | None = None) -> None:
     """Create missing directories (owner-only when private); existing ones keep their mode."""
+    private = private_files(private)
     missing: list[Path] = []
     current = path
     while not current.exists():
@@ -264,8 +266,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, private: bool = True) -> None:
+def atomic_write(
+    path: Path, write: Callable[[BinaryIO], object], *, private: bool | None = None
+) -> None:
     """Write through a hidden temp file, fsync, rename: readers see the old file or the new one."""
+    private = private_files(private)
     make_dirs(path.parent, private=private)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
@@ -284,7 +289,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, private: bo
     _fsync_dir(path.parent)
 
 
-def _write_parquet(path: Path, table: pa.Table, *, private: bool) -> None:
+def _write_parquet(path: Path, table: pa.Table, *, private: bool | None) -> None:
     """One part file, atomically; zstd because every reader we serve supports it."""
 
     def write(handle: BinaryIO) -> None:
@@ -309,7 +314,7 @@ def write_run(
     segment_rows: Sequence[Mapping[str, Any]],
     metadata_schema: pa.Schema,
     *,
-    private: bool = True,
+    private: bool | None = None,
 ) -> WrittenRun:
     """Write (or replace) one flow run's files and segments parts; validation precedes any I/O."""
     if isinstance(run_date, datetime.datetime) or not isinstance(run_date, datetime.date):

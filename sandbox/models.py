@@ -211,6 +211,7 @@ class Stats:
     responses: dict[str, Counter[str]] = field(default_factory=dict)
     uploads_by_sha256: Counter[str] = field(default_factory=Counter)
     callbacks: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
 
     def count_request(self, endpoint: Endpoint) -> None:
         """A request reached an API endpoint."""
@@ -228,6 +229,7 @@ class Stats:
             "uploads_by_sha256": dict(self.uploads_by_sha256),
             "jobs": dict(jobs),
             "callbacks": {k: self.callbacks[k] for k in ("sent", "delivered", "failed", "dropped")},
+            "injected": dict(self.injected),
         }
 
 
@@ -348,6 +350,7 @@ class SandboxBackend:
         draw = self.random(f"fault:{endpoint}").random()
         for status, rate in rates:
             if draw < rate:
+                self.stats.injected[f"{status}:{endpoint}"] += 1
                 return status  # type: ignore[return-value]
             draw -= rate
         return None
@@ -356,12 +359,14 @@ class SandboxBackend:
         """Seconds to hold this answer back after doing the work (0 for most requests)."""
         rate = self.faults.slow_rate.get(endpoint, 0.0)
         hit = rate > 0.0 and self.random(f"slow:{endpoint}").random() < rate
+        self.stats.injected[f"slow:{endpoint}"] += hit
         return self.faults.slow_s if hit else 0.0
 
     def draw_upload_stall(self) -> float:
         """Seconds this upload pauses in the middle of its body."""
         rate = self.faults.stall_upload_rate
         hit = rate > 0.0 and self.random("stall_upload").random() < rate
+        self.stats.injected["stall:upload"] += hit
         return self.faults.stall_upload_s if hit else 0.0
 
     def draw_callback_drop(self) -> bool:

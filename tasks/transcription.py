@@ -23,7 +23,14 @@ from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 
-from invox import InvoxClient, InvoxError, PollPolicy, ResponseLostError, UploadURLRejectedError
+from invox import (
+    APIUnreachableError,
+    InvoxClient,
+    InvoxError,
+    PollPolicy,
+    ResponseLostError,
+    UploadURLRejectedError,
+)
 from invox_batch.failpoints import failpoint
 
 from .upload_intents import confirm_landed, find_landed, record_intent
@@ -36,6 +43,7 @@ __all__ = [
     "presign",
     "retry_delays",
     "retry_if_transient",
+    "retry_unless_unreachable",
     "upload",
     "using_client",
 ]
@@ -66,6 +74,14 @@ def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any
     """Retry exactly what the client marked retryable (a plain def: Prefect 3.8 needs one)."""
     error = state.data
     return isinstance(error, InvoxError) and error.retryable
+
+
+def retry_unless_unreachable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Like ``retry_if_transient``, but a refused connection gets one retry only: an API that is
+    down for the run must fail it in seconds, not after minutes of backoff."""
+    if isinstance(state.data, APIUnreachableError):
+        return task_run.run_count < 2
+    return retry_if_transient(task, task_run, state)
 
 
 def key_from_parameters(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -111,7 +127,12 @@ _RETRYING: dict[str, Any] = {
 }
 
 
-@task(name="authenticate", cache_policy=NO_CACHE, persist_result=False, **_RETRYING)
+@task(
+    name="authenticate",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    **{**_RETRYING, "retry_condition_fn": retry_unless_unreachable},
+)
 async def authenticate() -> None:
     """Check the credential once before any upload, so a bad key fails the run, not every row."""
     try:
