@@ -7,12 +7,14 @@ parts (even across a date change) and never duplicates rows.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import numbers
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ METADATA_COLUMNS_KEY = b"invox_batch.metadata_columns"
 PARTITION_COLUMN = "run_date"
 STATUSES = frozenset({"completed", "failed"})
 PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
+# A temp part file this old belongs to a writer that died (no write takes an hour).
+STALE_TEMP_S = 3600.0
 _UTC_US = pa.timestamp("us", tz="UTC")
 # Parquet names list items "element"; naming them so here makes a read-back schema compare equal.
 _STRING_LIST = pa.list_(pa.field("element", pa.string()))
@@ -306,6 +310,18 @@ def _remove_other_dates(root: Path, name: str, keep: Path) -> None:
             part.unlink(missing_ok=True)
 
 
+def sweep_stale_temps(root: Path, older_than_s: float = STALE_TEMP_S) -> int:
+    """Delete hidden temp files a killed writer left behind (readers never see them anyway)."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for temp in root.glob(f"*/{PARTITION_COLUMN}=*/.*.parquet.tmp-*"):
+        with contextlib.suppress(OSError):
+            if temp.stat().st_mtime < cutoff:
+                temp.unlink()
+                removed += 1
+    return removed
+
+
 def write_run(
     out: str | Path,
     flow_run_id: str,
@@ -331,6 +347,7 @@ def write_run(
     _write_parquet(files_path, files, private=private)
     _remove_other_dates(root / "segments", name, segments_path)
     _remove_other_dates(root / "files", name, files_path)
+    sweep_stale_temps(root)
     return WrittenRun(files_path, segments_path, files.num_rows, segments.num_rows)
 
 
