@@ -362,6 +362,13 @@ class SandboxBackend:
         self.stats.injected[f"slow:{endpoint}"] += hit
         return self.faults.slow_s if hit else 0.0
 
+    def draw_malformed(self, endpoint: Endpoint) -> bool:
+        """Whether this answer is replaced by a 200 whose body breaks the contract."""
+        rate = self.faults.malformed_rate.get(endpoint, 0.0)
+        hit = rate > 0.0 and self.random(f"malformed:{endpoint}").random() < rate
+        self.stats.injected[f"malformed:{endpoint}"] += hit
+        return hit
+
     def draw_upload_stall(self) -> float:
         """Seconds this upload pauses in the middle of its body."""
         rate = self.faults.stall_upload_rate

@@ -49,6 +49,15 @@ MAX_JSON_BYTES = 64 * 1024
 # After an over-size streamed upload, read (and discard) this much more so the client sees 413.
 DRAIN_BYTES = 16 * 1024 * 1024
 
+# Every field the client reads, with the wrong type.
+MALFORMED_BODY: dict[str, Any] = {
+    "accessToken": 42,
+    "presignedUrl": ["not", "a", "url"],
+    "requestId": None,
+    "processingStatus": {"status": "COMPLETED"},
+    "transcription": "not a list",
+}
+
 Handler = Callable[[Request], Awaitable[Response]]
 _PATCH = TypeAdapter(dict[str, Any])
 
@@ -95,6 +104,8 @@ async def _answer(
         if fault is not None:
             raise throttled(fault, backend.faults.retry_after_s)
         response = await handler(request)
+        if backend.draw_malformed(endpoint):
+            response = JSONResponse(MALFORMED_BODY)
         slow = backend.draw_slow(endpoint)
         if slow > 0:
             await asyncio.sleep(slow)

@@ -56,6 +56,8 @@ class Faults(BaseModel):
     # An upload pauses this long mid-body (the URL's expiry is checked when the PUT starts).
     stall_upload_rate: Probability = 0.0
     stall_upload_s: Seconds = 0.0
+    # A 200 whose JSON body breaks the contract (wrong types), to test the client's parsers.
+    malformed_rate: dict[Endpoint, Probability] = {}
     seed: int | None = None
     # Not in the provider docs: lets client tests exercise "credential lacks BATCH-TRANSCRIBE".
     forbidden: bool = False
