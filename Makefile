@@ -32,6 +32,11 @@ test: $(STAMP) lint
 	fi
 	$(BIN)/python -m pytest
 
+# Everything, including all 24 seeded crash-matrix iterations (make test runs the first 4).
+.PHONY: test-all
+test-all: export INVOX_TEST_ALL := 1
+test-all: test
+
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .

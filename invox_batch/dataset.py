@@ -310,11 +310,15 @@ def _remove_other_dates(root: Path, name: str, keep: Path) -> None:
             part.unlink(missing_ok=True)
 
 
-def sweep_stale_temps(root: Path, older_than_s: float = STALE_TEMP_S) -> int:
+def sweep_stale_temps(
+    root: Path,
+    older_than_s: float = STALE_TEMP_S,
+    pattern: str = f"*/{PARTITION_COLUMN}=*/.*.parquet.tmp-*",
+) -> int:
     """Delete hidden temp files a killed writer left behind (readers never see them anyway)."""
     cutoff = time.time() - older_than_s
     removed = 0
-    for temp in root.glob(f"*/{PARTITION_COLUMN}=*/.*.parquet.tmp-*"):
+    for temp in root.glob(pattern):
         with contextlib.suppress(OSError):
             if temp.stat().st_mtime < cutoff:
                 temp.unlink()

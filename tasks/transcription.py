@@ -33,7 +33,7 @@ from invox import (
 )
 from invox_batch.failpoints import failpoint
 
-from .upload_intents import confirm_landed, find_landed, record_intent
+from .upload_intents import confirm_landed, find_landed, forget_intent, record_intent
 
 __all__ = [
     "authenticate",
@@ -221,8 +221,12 @@ async def _put(
         await client.upload(url, path, mime_type)
     except ResponseLostError:
         if not await confirm_landed(client, request_id, client.settings.upload_confirm_s):
+            forget_intent(cache_key, request_id)  # judged not received: the retry uploads anew
             raise
         _log().warning("upload answer lost, but request %s received the audio", request_id)
+    except (InvoxError, OSError):
+        forget_intent(cache_key, request_id)  # refused or never sent: nothing to confirm later
+        raise
 
 
 @task(

@@ -19,7 +19,7 @@ from prefect.context import TaskRunContext
 from invox import InvoxClient, InvoxError, NotFoundError
 from invox_batch.dataset import atomic_write
 
-__all__ = ["confirm_landed", "find_landed", "intent_path", "record_intent"]
+__all__ = ["confirm_landed", "find_landed", "forget_intent", "intent_path", "record_intent"]
 
 _PROBE_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -42,14 +42,27 @@ def _read_ids(path: Path) -> list[str]:
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
+def _write_ids(path: Path, ids: list[str]) -> None:
+    """Replace the intent atomically; no ids left means no intent file."""
+    if not ids:
+        path.unlink(missing_ok=True)
+        return
+    payload = json.dumps({"request_ids": ids}).encode()
+    atomic_write(path, lambda handle: handle.write(payload))
+
+
 def record_intent(cache_key: str, request_id: str) -> None:
     """Append ``request_id`` to the intent, durably, before its audio is sent."""
     path = intent_path(cache_key)
-    if path is None:
-        return
-    ids = [*_read_ids(path), request_id]
-    payload = json.dumps({"request_ids": ids}).encode()
-    atomic_write(path, lambda handle: handle.write(payload))
+    if path is not None:
+        _write_ids(path, [*_read_ids(path), request_id])
+
+
+def forget_intent(cache_key: str, request_id: str) -> None:
+    """The PUT of ``request_id`` certainly did not land (the server refused it): stop asking."""
+    path = intent_path(cache_key)
+    if path is not None:
+        _write_ids(path, [i for i in _read_ids(path) if i != request_id])
 
 
 async def confirm_landed(client: InvoxClient, request_id: str, grace_s: float) -> bool:

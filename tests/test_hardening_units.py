@@ -56,6 +56,10 @@ def test_stale_hidden_temp_parts_are_swept_fresh_ones_kept(tmp_path: Path) -> No
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     assert sweep_stale_temps(tmp_path) == 1
     assert not stale.exists() and fresh.exists()
+    record = tmp_path / ".upload-abc-g0.tmp-3"
+    record.write_bytes(b"{")
+    os.utime(record, (time.time() - 7200, time.time() - 7200))
+    assert sweep_stale_temps(tmp_path, pattern=".*.tmp-*") == 1 and not record.exists()
 
 
 def test_confirm_landed_reads_the_job_state(settings: InvoxSettings, tmp_path: Path) -> None:
