@@ -24,6 +24,7 @@ from invox import (
     parse_transcription,
 )
 from invox_batch.dataset import read_files
+from invox_batch.manifest import ManifestError, read_manifest
 
 from .flow_helpers import audio_set, files_of_run, run_flow, write_csv_manifest
 from .helpers import SandboxControl
@@ -63,6 +64,9 @@ plausible = st.dictionaries(
     st.sampled_from(KEYS), json_values | STATUSES | segments, max_size=len(KEYS)
 )
 bodies = json_values | plausible
+plausible_rows = st.dictionaries(
+    st.sampled_from(["audio_path", "file_id", "mime_type", "note"]), json_values, max_size=4
+)
 
 
 def _message_is_clean(error: InvoxError, body: Any) -> None:
@@ -142,3 +146,17 @@ def test_malformed_answers_become_failed_rows_not_a_crash(
     assert run.state.is_failed() and len(rows) == 3
     assert {(r["status"], r["error_type"]) for r in rows} == {("failed", "bad_response")}
     assert all(r["request_id"] and "get-transcription response" in r["error_message"] for r in rows)
+
+
+@FUZZ
+@given(lines=st.lists(json_values | plausible_rows, max_size=5))
+def test_jsonl_manifests_of_any_json_lines(lines: list[Any], tmp_path_factory: Any) -> None:
+    """test_manifest fuzzes raw bytes; this feeds well-formed JSON of every shape, line by line."""
+    path = tmp_path_factory.mktemp("jsonl") / "m.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    try:
+        manifest = read_manifest(str(path))
+    except ManifestError as exc:
+        assert str(exc) and "Traceback" not in str(exc)
+    else:
+        assert all(row.file_id for row in manifest.rows)
