@@ -217,6 +217,11 @@ class Stats:
         """A request reached an API endpoint."""
         self.requests[endpoint] += 1
 
+    def count_injected(self, kind: str, hit: bool) -> None:
+        """A fault was drawn (``kind`` is ``<fault>:<endpoint>``); misses leave no zero entries."""
+        if hit:
+            self.injected[kind] += 1
+
     def count_response(self, endpoint: Endpoint, status: int) -> None:
         """An API endpoint answered with ``status``."""
         self.responses.setdefault(endpoint, Counter())[str(status)] += 1
@@ -350,7 +355,7 @@ class SandboxBackend:
         draw = self.random(f"fault:{endpoint}").random()
         for status, rate in rates:
             if draw < rate:
-                self.stats.injected[f"{status}:{endpoint}"] += 1
+                self.stats.count_injected(f"{status}:{endpoint}", True)
                 return status  # type: ignore[return-value]
             draw -= rate
         return None
@@ -359,21 +364,21 @@ class SandboxBackend:
         """Seconds to hold this answer back after doing the work (0 for most requests)."""
         rate = self.faults.slow_rate.get(endpoint, 0.0)
         hit = rate > 0.0 and self.random(f"slow:{endpoint}").random() < rate
-        self.stats.injected[f"slow:{endpoint}"] += hit
+        self.stats.count_injected(f"slow:{endpoint}", hit)
         return self.faults.slow_s if hit else 0.0
 
     def draw_malformed(self, endpoint: Endpoint) -> bool:
         """Whether this answer is replaced by a 200 whose body breaks the contract."""
         rate = self.faults.malformed_rate.get(endpoint, 0.0)
         hit = rate > 0.0 and self.random(f"malformed:{endpoint}").random() < rate
-        self.stats.injected[f"malformed:{endpoint}"] += hit
+        self.stats.count_injected(f"malformed:{endpoint}", hit)
         return hit
 
     def draw_upload_stall(self) -> float:
         """Seconds this upload pauses in the middle of its body."""
         rate = self.faults.stall_upload_rate
         hit = rate > 0.0 and self.random("stall_upload").random() < rate
-        self.stats.injected["stall:upload"] += hit
+        self.stats.count_injected("stall:upload", hit)
         return self.faults.stall_upload_s if hit else 0.0
 
     def draw_callback_drop(self) -> bool:
