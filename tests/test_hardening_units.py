@@ -103,12 +103,13 @@ def test_a_stalled_upload_outlives_its_url_and_still_lands(
     settings: InvoxSettings, sandbox: SandboxControl, tmp_path: Path
 ) -> None:
     audio = make_wav(tmp_path / "a.wav", 3)
-    sandbox.faults(stall_upload_rate=1.0, stall_upload_s=1.5, url_ttl_s=1.0)
+    sandbox.faults(stall_upload_rate=1.0, stall_upload_s=2.5, url_ttl_s=2.0)  # 1-2 s of life
 
     async def scenario() -> None:
         async with InvoxClient(settings) as client:
             slot = await client.generate_presigned_url("audio/wav")
             await client.upload(slot.presigned_url, audio, "audio/wav")  # checked at the start
+            assert time.time() >= int(httpx.URL(slot.presigned_url).params["expires"])
 
     asyncio.run(scenario())
     assert sandbox.stats()["injected"]["stall:upload"] == 1

@@ -43,8 +43,8 @@ def test_200_files_under_every_fault_complete_with_one_upload_each(
         slow_rate={**dict.fromkeys(EVERY, 0.02), "token": 0.2},  # few token calls: more often
         slow_s=5.0,
         stall_upload_rate=0.03,
-        stall_upload_s=2.5,  # longer than the upload URL's whole life
-        url_ttl_s=2.0,
+        stall_upload_s=3.5,  # longer than the upload URL's whole life
+        url_ttl_s=3.0,  # whole seconds: at least 2 s left when presigned
         token_ttl_s=3.0,
         seed=2026,
     )
