@@ -10,6 +10,7 @@ audio arrived, and its request id is adopted instead of paying for a second uplo
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
@@ -68,7 +69,8 @@ def forget_intent(cache_key: str, request_id: str) -> None:
 async def confirm_landed(client: InvoxClient, request_id: str, grace_s: float) -> bool:
     """True once the job is past PENDING (its audio arrived); False if unknown or still pending."""
     deadline = time.monotonic() + grace_s
-    for delay in (0.0, *_PROBE_DELAYS_S, *([_PROBE_DELAYS_S[-1]] * 1000)):
+    delays = itertools.chain([0.0], _PROBE_DELAYS_S, itertools.repeat(_PROBE_DELAYS_S[-1]))
+    for delay in delays:
         if delay:
             if time.monotonic() + delay > deadline:
                 return False
