@@ -11,7 +11,7 @@ export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 60
 
-.PHONY: install run test lint format sandbox asr-quality bench clean
+.PHONY: install run test lint format sandbox asr-quality bench clean chromium
 
 install: $(STAMP)
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/invox-batch run data/sample/manifest.csv --out out/sample
 
-test: $(STAMP) lint
+test: $(STAMP) lint chromium
 	@# As root, chmod cannot deny reads and those tests would skip: run them without that privilege.
 	@if [ "$$(id -u)" = 0 ] && command -v setpriv >/dev/null; then \
 	  setpriv --bounding-set=-dac_override,-dac_read_search --inh-caps=-dac_override,-dac_read_search \
@@ -36,6 +36,13 @@ test: $(STAMP) lint
 .PHONY: test-all
 test-all: export INVOX_TEST_ALL := 1
 test-all: test
+
+# The HTML report test screenshots the page in headless Chromium; without it that test skips.
+chromium:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	     --no-install-recommends chromium >/dev/null; } \
+	  || echo "notice: could not install chromium (not root or apt failed); the HTML screenshot test will skip"
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -16,7 +16,9 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
+from invox_batch.budget import budget_line
 from invox_batch.dataset import atomic_write
+from invox_batch.progress import ProgressTracker
 
 __all__ = [
     "TABLE_ROW_CAP",
@@ -42,8 +44,7 @@ class ProgressReporter:
     """A progress artifact updated as files finish, at most every ``interval_s`` (the API is shared)."""
 
     def __init__(self, total: int, interval_s: float = 2.0) -> None:
-        self.total = max(total, 1)
-        self.done = 0
+        self.tracker = ProgressTracker(total)
         self.interval_s = interval_s
         self._artifact_id: UUID | None = None
         self._last = 0.0
@@ -51,16 +52,25 @@ class ProgressReporter:
     async def start(self) -> None:
         """Create the artifact at 0 %."""
         self._artifact_id = await acreate_progress_artifact(
-            progress=0.0, description="Files finished (completed or failed) out of the manifest."
+            progress=0.0, description=self.tracker.snapshot().line()
         )
 
-    async def advance(self, count: int = 1) -> None:
-        """Count finished files; push an update when enough time has passed or all are done."""
-        self.done += count
+    def begin(self) -> None:
+        """A file went in flight (in-process listeners see it; the artifact waits)."""
+        self.tracker.begin()
+
+    async def advance(
+        self, status: str = "completed", duration_s: float | None = None, *, began: bool = False
+    ) -> None:
+        """Count a finished file; push an update when enough time has passed or all are done."""
+        snapshot = self.tracker.finish(status, duration_s, began=began)
         now = time.monotonic()
-        if self._artifact_id and (self.done >= self.total or now - self._last >= self.interval_s):
+        last = snapshot.done >= snapshot.total
+        if self._artifact_id and (last or now - self._last >= self.interval_s):
             self._last = now
-            await aupdate_progress_artifact(self._artifact_id, 100.0 * self.done / self.total)
+            await aupdate_progress_artifact(
+                self._artifact_id, snapshot.percent, description=snapshot.line()
+            )
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -80,19 +90,24 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if summary["error_types"]:
         lines += ["", "| error type | rows |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in summary["error_types"].items()]
+    if summary.get("budget"):
+        lines += ["", budget_line(summary["budget"])]
     lines += ["", f"Parquet: `{summary['files_path']}` and `{summary['segments_path']}`"]
     return "\n".join(lines)
 
 
-async def publish_outcomes(summary: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
-    """A capped per-file table (no transcript text) and the markdown summary."""
+async def publish_outcomes(
+    summary: dict[str, Any], rows: Sequence[dict[str, Any]], extra: str = ""
+) -> None:
+    """A capped per-file table (no transcript text) and the markdown summary (plus ``extra``)."""
     shown = sorted(rows, key=lambda r: (r["status"] != "failed", r["row_index"]))[:TABLE_ROW_CAP]
     table = [{c: row[c] for c in TABLE_COLUMNS} for row in shown]
     note = (
         f" (first {TABLE_ROW_CAP} of {len(rows)}, failures first)" if len(rows) > len(shown) else ""
     )
     await acreate_table_artifact(table=table, description=f"Per-file outcomes{note}.")
-    await acreate_markdown_artifact(markdown=summary_markdown(summary), description="Run summary")
+    markdown = summary_markdown(summary) + (f"\n\n{extra}" if extra else "")
+    await acreate_markdown_artifact(markdown=markdown, description="Run summary")
 
 
 def write_summary(out: Path, flow_run_id: str, summary: dict[str, Any]) -> Path:

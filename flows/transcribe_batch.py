@@ -29,13 +29,17 @@ from invox import (
     check_callback_url,
 )
 from invox_batch.audio import AudioCheck, inspect_audio
-from invox_batch.captions import segments_to_vtt, write_captions
+from invox_batch.budget import BudgetPlan
+from invox_batch.caption_files import write_file_captions
 from invox_batch.dataset import write_run
 from invox_batch.manifest import Manifest, ManifestRow, read_manifest
 from invox_batch.output import Output
+from invox_batch.quality import assign_quality, count_flags
 from tasks import transcription
 from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_key
 
+from .budgeting import over_budget, plan_units
+from .callback_mode import Completion, CompletionMode, PollCompletion, completion_for
 from .outcomes import (
     Outcome,
     RunContext,
@@ -46,6 +50,7 @@ from .outcomes import (
     summarise,
 )
 from .reporting import ProgressReporter, publish_outcomes, write_summary
+from .run_report import build_run_report, report_section
 
 __all__ = ["FATAL_ERROR_TYPES", "transcribe_batch"]
 
@@ -78,6 +83,8 @@ class Options:
     max_poll_interval_s: float
     retries: int
     retry_base_delay_s: float
+    completion: Completion = dataclasses.field(default_factory=PollCompletion)
+    max_audio_hours: float | None = None
 
 
 class CallCounter:
@@ -171,7 +178,9 @@ async def _submit_and_poll_once(run: Run, unit: Unit, place: Generation) -> Outc
             file_id=unit.label,
             cache_key=result_key(unit.identity, place.number),
             request_id=str(upload["request_id"]),
-            policy=run.policy(unit.duration_s),
+            policy=await run.options.completion.policy(
+                str(upload["request_id"]), run.policy(unit.duration_s)
+            ),
         )
     except NotFoundError:
         raise
@@ -190,7 +199,7 @@ def _stopped(run: Run) -> Outcome:
     )
 
 
-async def _settle(run: Run, unit: Unit, place: Generation, progress: Callable[[], Any]) -> Outcome:
+async def _settle(run: Run, unit: Unit, place: Generation, progress: ProgressReporter) -> Outcome:
     """The final outcome of one identity in this run, from the ledger or from the API."""
     if place.action in ("done", "exhausted"):
         assert place.upload is not None and place.result is not None
@@ -199,9 +208,10 @@ async def _settle(run: Run, unit: Unit, place: Generation, progress: Callable[[]
         )
         if place.action == "exhausted":
             outcome = _exhausted(outcome, run.options.max_resubmits)
-        await progress()
+        await progress.advance(outcome.status, unit.duration_s)
         return outcome
     async with run.gate:
+        progress.begin()
         if run.stop is not None:
             outcome = _stopped(run)
         else:
@@ -213,7 +223,7 @@ async def _settle(run: Run, unit: Unit, place: Generation, progress: Callable[[]
                 outcome = outcome_from_error(exc, upload=None, attempts=place.number)
             except Exception as exc:  # one file's surprise must not sink the other files' results
                 outcome = _unexpected(unit, exc)
-    await progress()
+    await progress.advance(outcome.status, unit.duration_s, began=True)
     return outcome
 
 
@@ -301,8 +311,8 @@ async def _settle_all(
     options: Options,
     units: dict[str, Unit],
     concurrency: int,
-) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None]:
-    """Settle every identity over one shared client; returns outcomes, calls made, fatal stop."""
+) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None, BudgetPlan]:
+    """Settle every identity over one shared client: outcomes, calls made, fatal stop, budget."""
     counter = CallCounter(settings.token_path)
     progress = ProgressReporter(len(units))
     await progress.start()
@@ -315,12 +325,18 @@ async def _settle_all(
                 i: await ledger.locate(i, options.max_resubmits, options.force, run_id)
                 for i in units
             }
+            plan = plan_units(units.values(), places, options.max_audio_hours)
             pending = sum(p.action in ("submit", "poll") for p in places.values())
-            await _authenticate_once(run, pending)
+            await _authenticate_once(run, pending - len(plan.skipped))
             settled = await asyncio.gather(
-                *(_settle(run, units[i], places[i], progress.advance) for i in units)
+                *(
+                    over_budget(plan, i, units[i].duration_s, progress)
+                    if i in plan.skipped
+                    else _settle(run, units[i], places[i], progress)
+                    for i in units
+                )
             )
-    return dict(zip(units, settled, strict=True)), counter.as_dict(), run.stop
+    return dict(zip(units, settled, strict=True)), counter.as_dict(), run.stop, plan
 
 
 def _run_date() -> dt.date:
@@ -329,14 +345,16 @@ def _run_date() -> dt.date:
     return scheduled.astimezone(dt.UTC).date() if scheduled else dt.datetime.now(dt.UTC).date()
 
 
-def _write_captions(out: Path, rows: list[tuple[ManifestRow, Outcome]]) -> list[Path]:
-    """``<out>/captions/<file_id>.vtt`` for completed files: the API's VTT, else built from segments."""
+def _write_captions(
+    out: Path, rows: list[tuple[ManifestRow, Outcome]], vtt: bool, srt: bool
+) -> list[Path]:
+    """``<out>/captions/<file_id>.vtt|.srt`` for completed files: the API's VTT, else segments."""
     written: list[Path] = []
     for row, outcome in rows:
         if outcome.status == "completed":
-            segments = [(float(s[0]), float(s[1]), str(s[2]), s[3]) for s in outcome.segments]
-            vtt = outcome.vtt or segments_to_vtt(segments)
-            written += write_captions(out, row.file_id, vtt=vtt)
+            written += write_file_captions(
+                out, row.file_id, outcome.vtt, outcome.segments, vtt=vtt, srt=srt
+            )
     return written
 
 
@@ -357,6 +375,12 @@ async def transcribe_batch(
     max_poll_interval_s: Annotated[float, Field(gt=0)] = 30.0,
     retries: Annotated[int, Field(ge=0, le=20)] = 6,
     retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0,
+    completion: CompletionMode = "poll",
+    callback_grace_s: Annotated[float, Field(ge=0)] = 60.0,
+    callback_store: str | None = None,
+    callback_listen: str | None = None,
+    max_audio_hours: Annotated[float, Field(gt=0)] | None = None,
+    srt: bool = False,
 ) -> dict[str, Any] | State[Any]:
     """Transcribe every audio file of a manifest, paying once per audio content, into Parquet.
 
@@ -376,6 +400,13 @@ async def transcribe_batch(
         max_poll_interval_s: Longest wait between two polls of one job.
         retries: Retries of one call after transient errors (429, 5xx, network).
         retry_base_delay_s: First retry delay in seconds; doubles each time, capped at 30.
+        completion: "poll", or "callback": fetch each result once its callback is recorded.
+        callback_grace_s: In callback mode, poll a job with no callback this long after it
+            should have ended.
+        callback_store: Folder the callback receiver records to; empty means <state>/callbacks.
+        callback_listen: host:port for a receiver run inside this flow (callback mode).
+        max_audio_hours: Submit no more new audio than this; the rest fail as budget_exceeded.
+        srt: Also write <out>/captions/<file_id>.srt for completed files.
     """
     started = time.monotonic()
     logger = get_run_logger()
@@ -407,9 +438,21 @@ async def transcribe_batch(
         max_poll_interval_s=max_poll_interval_s,
         retries=retries,
         retry_base_delay_s=retry_base_delay_s,
+        max_audio_hours=max_audio_hours,
     )
     try:
-        outcomes, calls, stop = await _settle_all(settings, ledger, options, units, max_concurrency)
+        with completion_for(
+            completion,
+            grace_s=callback_grace_s,
+            store_dir=Path(callback_store) if callback_store else state_dir / "callbacks",
+            listen=callback_listen,
+            callback_url=callback_url,
+            settings=settings,
+        ) as (waiter, url):
+            options = dataclasses.replace(options, callback_url=url, completion=waiter)
+            outcomes, calls, stop, plan = await _settle_all(
+                settings, ledger, options, units, max_concurrency
+            )
     finally:
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
 
@@ -419,12 +462,13 @@ async def transcribe_batch(
         for row, check, identity in zip(parsed.rows, checks, identities, strict=True)
     ]
     file_rows = [file_row(r, c, o, context) for r, c, o in per_row]
+    file_rows = assign_quality(file_rows, [o.segments for _, _, o in per_row])
     segments = [s for r, c, o in per_row for s in segment_rows(r, c, o, context)]
     staging = output.local or state_dir / "staging" / context.flow_run_id
     written = write_run(
         staging, context.flow_run_id, _run_date(), file_rows, segments, parsed.metadata_schema
     )
-    captions = _write_captions(staging, [(r, o) for r, _, o in per_row]) if vtt else []
+    captions = _write_captions(staging, [(r, o) for r, _, o in per_row], vtt, srt)
 
     summary = {
         **summarise(file_rows),
@@ -438,13 +482,18 @@ async def transcribe_batch(
         "wall_s": round(time.monotonic() - started, 3),
         "files_path": output.location(written.files_path.relative_to(staging)),
         "segments_path": output.location(written.segments_path.relative_to(staging)),
+        "quality": count_flags(file_rows),
+        "budget": plan.summary() or None,
     }
     summary_path = write_summary(staging, context.flow_run_id, summary)
+    report = await build_run_report(staging, context.flow_run_id)
+    report_parts = [report.html] if report else []
     if output.is_remote:
-        parts = [written.files_path, written.segments_path, summary_path, *captions]
+        parts = [written.files_path, written.segments_path, summary_path, *captions, *report_parts]
         output.publish(staging, [p.relative_to(staging) for p in parts], context.flow_run_id)
         shutil.rmtree(staging, ignore_errors=True)
-    await publish_outcomes(summary, file_rows)
+    report_at = output.location(report.html.relative_to(staging)) if report else None
+    await publish_outcomes(summary, file_rows, extra=report_section(report, report_at))
     logger.info(
         "%d completed, %d failed (%d from cache); API calls %s",
         summary["completed"],

@@ -25,6 +25,7 @@ from invox import (
 )
 from sandbox.settings import SandboxSettings
 
+from .callback_cli import callback_options, serve_callbacks
 from .embedded import resolve_api
 from .manifest import FORMATS, ManifestError, read_manifest
 from .output import Output
@@ -278,6 +279,22 @@ def run(
     result_storage: Annotated[
         str | None, typer.Option(help="Never-pay-twice records [<out>/.state].")
     ] = None,
+    completion: Annotated[
+        str, typer.Option(help="poll, or callback: fetch results when callbacks arrive.")
+    ] = "poll",
+    callback_grace: Annotated[
+        float, typer.Option(min=0, help="Callback mode: poll after this many seconds more.")
+    ] = 60.0,
+    callback_store: Annotated[
+        str | None, typer.Option(help="Callback records [<state>/callbacks].")
+    ] = None,
+    callback_listen: Annotated[
+        str | None, typer.Option(help="Callback mode: run a receiver on HOST:PORT.")
+    ] = None,
+    max_audio_hours: Annotated[
+        float | None, typer.Option(help="Cap on new audio submitted, in hours.")
+    ] = None,
+    srt: Annotated[bool, typer.Option(help="Write <out>/captions/<file_id>.srt.")] = False,
     shared_files: Annotated[
         bool, typer.Option(help="New files follow the umask instead of owner-only.")
     ] = False,
@@ -285,7 +302,11 @@ def run(
     """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
     from flows.transcribe_batch import transcribe_batch
 
+    from .progress import progress_display
+
     _file_permissions(shared_files)
+    if max_audio_hours is not None and max_audio_hours <= 0:
+        raise _fail_usage("--max-audio-hours must be a positive number of hours")
     try:
         read_manifest(manifest)
         Output.parse(out)
@@ -304,8 +325,14 @@ def run(
             check_callback_url(callback_url)
         except InvoxError as exc:
             raise _fail_usage(f"--callback-url: {exc.message}") from None
+    try:
+        hybrid = callback_options(
+            settings, completion, callback_grace, callback_store, callback_listen, callback_url
+        )
+    except InvoxError as exc:
+        raise _fail_usage(exc.message) from None
     quiet_task_logs()
-    with resolve_api(settings, _say) as resolved:
+    with resolve_api(settings, _say) as resolved, progress_display():
         _export_api(resolved)
         state: Any = asyncio.run(
             cast(
@@ -321,6 +348,9 @@ def run(
                     max_resubmits=max_resubmits,
                     vtt=vtt,
                     result_storage=result_storage,
+                    **hybrid,
+                    max_audio_hours=max_audio_hours,
+                    srt=srt,
                     return_state=True,
                 ),
             )
@@ -330,12 +360,37 @@ def run(
         _say(f"error: the run did not finish: {state.message}")
         raise typer.Exit(EXIT_FAILED_ROWS)
     _print_summary(summary)
+    if summary.get("budget"):
+        from .budget import budget_line
+
+        typer.echo(budget_line(summary["budget"]))
     raise typer.Exit(_exit_status(summary))
+
+
+@app.command()
+def callbacks(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8766,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    out: Annotated[str, typer.Option(help="The batch output, for the default store.")] = "out",
+    store: Annotated[
+        str | None, typer.Option(help="Record folder [<out>/.state/callbacks].")
+    ] = None,
+    scheme: Annotated[
+        str | None,
+        typer.Option(help="hmac-sha256 or none [from INVOX_VERIFY_CALLBACK_SIGNATURES]."),
+    ] = None,
+) -> None:
+    """Receive provider callbacks: verify, refuse stale and replayed ones, record each once."""
+    serve_callbacks(_client_settings(), port, host, out, store, scheme, _say)
+    raise typer.Exit(EXIT_OK)
 
 
 @app.command()
 def validate(
     manifest: Annotated[str, typer.Argument(help="Manifest path or URI (.csv, .jsonl, .parquet).")],
+    rate_per_hour: Annotated[
+        float | None, typer.Option(min=0.0, help="Price per audio hour, to estimate the cost.")
+    ] = None,
 ) -> None:
     """Check every row locally, without calling the API: files, types, sizes, durations."""
     from .validate import render_report, validate_manifest
@@ -347,7 +402,29 @@ def validate(
         except ManifestError as exc:
             raise _fail_usage(str(exc)) from None
         render_report(report, sys.stdout)
+    if rate_per_hour is not None:
+        from .budget import cost_line
+
+        typer.echo(cost_line(report.total_duration_s, rate_per_hour, report.unknown_duration))
     raise typer.Exit(EXIT_FAILED_ROWS if report.bad else EXIT_OK)
+
+
+@app.command()
+def report(
+    out: Annotated[str, typer.Argument(help="Output folder of `invox-batch run`.")],
+    run: Annotated[str | None, typer.Option("--run", help="Only this flow run id.")] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Also write a self-contained HTML report.")
+    ] = None,
+) -> None:
+    """Summarise the Parquet dataset with DuckDB: statuses, errors, hours, timings, quality."""
+    from .report import ReportError
+    from .report_cli import print_report
+
+    try:
+        print_report(out, run, html)
+    except ReportError as exc:
+        raise _fail_usage(str(exc)) from None
 
 
 def _file_permissions(shared: bool) -> None:

@@ -1,0 +1,107 @@
+"""The audio-hours budget of a run: what may be submitted for payment, and cost estimates.
+
+Only audio this run would newly submit (and pay for) counts against ``max_audio_hours``. Cache
+hits and resumed polls of jobs already submitted are free and always settled. Audio is admitted
+in manifest order; once the next file would exceed the cap, nothing more is submitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["BudgetPlan", "budget_line", "cost_line", "estimate_cost", "plan_budget", "skip_message"]
+
+SECONDS_PER_HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """Which units stay unsubmitted, and the hours on either side of the cap."""
+
+    cap_hours: float | None
+    submitted_s: float = 0.0
+    skipped: dict[str, str] = field(default_factory=dict)  # identity → reason
+    skipped_s: float = 0.0
+    unknown_duration: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The budget part of the run summary (None when the run had no cap)."""
+        if self.cap_hours is None:
+            return {}
+        return {
+            "max_audio_hours": self.cap_hours,
+            "submitted_audio_hours": round(self.submitted_s / SECONDS_PER_HOUR, 4),
+            "cap_hours_left": round(self.cap_hours - self.submitted_s / SECONDS_PER_HOUR, 4),
+            "not_submitted_files": len(self.skipped),
+            "not_submitted_audio_hours": round(self.skipped_s / SECONDS_PER_HOUR, 4),
+        }
+
+
+def plan_budget(
+    units: Iterable[tuple[str, float | None, bool]], cap_hours: float | None
+) -> BudgetPlan:
+    """Admit ``(identity, duration_s, would_pay)`` units in order until the cap would be exceeded."""
+    if cap_hours is None:
+        return BudgetPlan(None)
+    cap_s = cap_hours * SECONDS_PER_HOUR
+    used = skipped_s = 0.0
+    skipped: dict[str, str] = {}
+    unknown = 0
+    full = False
+    for identity, duration_s, would_pay in units:
+        if not would_pay:
+            continue
+        if duration_s is None:
+            skipped[identity] = "unknown"
+            unknown += 1
+        elif full or used + duration_s > cap_s:
+            full = True
+            skipped[identity] = "cap"
+            skipped_s += duration_s
+        else:
+            used += duration_s
+    return BudgetPlan(cap_hours, used, skipped, skipped_s, unknown)
+
+
+def skip_message(plan: BudgetPlan, reason: str) -> str:
+    """Why a file was not submitted, and what to do about it."""
+    if reason == "unknown":
+        return (
+            "not submitted: its audio duration is unknown, so it cannot be counted against "
+            f"max_audio_hours={plan.cap_hours:g}; rerun without the cap to transcribe it"
+        )
+    return (
+        f"not submitted: max_audio_hours={plan.cap_hours:g} would be exceeded "
+        f"({plan.submitted_s / SECONDS_PER_HOUR:.4f} h already submitted in this run); "
+        "rerun with a higher cap (files already transcribed are not paid for again)"
+    )
+
+
+def estimate_cost(duration_s: float, rate_per_hour: float) -> float:
+    """Cost of this much audio at a price per audio hour."""
+    return duration_s / SECONDS_PER_HOUR * rate_per_hour
+
+
+def cost_line(duration_s: float, rate_per_hour: float, unknown: int = 0) -> str:
+    """One line for ``validate --rate-per-hour``, saying when durations are missing."""
+    hours = duration_s / SECONDS_PER_HOUR
+    line = (
+        f"estimated cost: {hours:.4f} h x {rate_per_hour:g} per hour = "
+        f"{estimate_cost(duration_s, rate_per_hour):.2f}"
+    )
+    if unknown:
+        line += f" (plus {unknown} file{'s' if unknown != 1 else ''} of unknown duration)"
+    return line
+
+
+def budget_line(budget: dict[str, Any]) -> str:
+    """The run summary's budget in one line: submitted, left in the cap, left unsubmitted."""
+    files = budget["not_submitted_files"]
+    return (
+        f"budget: {budget['submitted_audio_hours']} of {budget['max_audio_hours']} audio hours "
+        f"submitted ({budget['cap_hours_left']} h of the cap left); "
+        f"{files} file{'s' if files != 1 else ''} ({budget['not_submitted_audio_hours']} h) "
+        "not submitted: budget_exceeded"
+    )

@@ -1,0 +1,198 @@
+"""The run report: DuckDB over the Parquet dataset → a markdown summary and a self-contained HTML page.
+
+Never reads transcript text: only status, error types, timings, durations and quality flags.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+__all__ = ["ReportError", "RunReport", "load_report", "report_html", "report_markdown"]
+
+# Plots draw at most this many rows (the newest); the numbers always cover every row.
+PLOT_ROW_CAP = 20_000
+
+
+class ReportError(ValueError):
+    """No dataset (or no such run) to report on; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything the report shows, already aggregated."""
+
+    out: str
+    run_id: str | None
+    runs: list[dict[str, Any]]
+    statuses: dict[str, int]
+    error_types: dict[str, int]
+    audio_hours: float
+    ttr_p50_s: float | None
+    ttr_p95_s: float | None
+    resubmitted_rows: int
+    from_cache: int
+    quality: dict[str, int]
+    points: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def rows(self) -> int:
+        """Rows in the selection."""
+        return sum(self.statuses.values())
+
+
+def _source(out: str | Path) -> str:
+    """The files table as a DuckDB relation over every run-date partition."""
+    pattern = f"{str(out).rstrip('/')}/files/*/*.parquet".replace("'", "''")
+    return (
+        f"(SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+        "union_by_name = true) WHERE $run IS NULL OR flow_run_id = $run)"
+    )
+
+
+_TTR = "epoch(completed_at - submitted_at)"
+_FRESH = "status = 'completed' AND NOT from_cache AND submitted_at IS NOT NULL"
+
+
+def _query(con: duckdb.DuckDBPyConnection, sql: str, run: str | None) -> list[tuple[Any, ...]]:
+    """Rows of one query, the run id bound as a parameter."""
+    return con.execute(sql, {"run": run}).fetchall()
+
+
+def _runs(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[dict[str, Any]]:
+    """One line per flow run, newest first."""
+    sql = f"""
+        SELECT flow_run_id, min(run_date)::VARCHAR, count(*),
+               count(*) FILTER (status = 'completed'), count(*) FILTER (status = 'failed'),
+               count(*) FILTER (from_cache),
+               coalesce(sum(duration_s) FILTER (status = 'completed'), 0) / 3600
+        FROM {src} GROUP BY flow_run_id
+        ORDER BY max(run_date) DESC, max(completed_at) DESC NULLS LAST, flow_run_id"""
+    keys = ("flow_run_id", "run_date", "rows", "completed", "failed", "from_cache", "audio_hours")
+    return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
+
+
+def _counts(con: duckdb.DuckDBPyConnection, sql: str, run: str | None) -> dict[str, int]:
+    """A two-column query as an ordered mapping."""
+    return {str(key): int(n) for key, n in _query(con, sql, run)}
+
+
+def _points(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[dict[str, Any]]:
+    """Per-row facts the plots need (fresh completed rows: cached rows took no time)."""
+    sql = f"""
+        SELECT flow_run_id, duration_s, {_TTR}, submitted_at, completed_at
+        FROM {src} WHERE {_FRESH} AND completed_at IS NOT NULL
+        ORDER BY completed_at DESC LIMIT {PLOT_ROW_CAP}"""
+    keys = ("flow_run_id", "duration_s", "ttr_s", "submitted_at", "completed_at")
+    return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
+
+
+def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
+    """Aggregate the dataset under ``out`` (one run with ``run_id``); raises ReportError."""
+    if not any(Path(out).glob("files/*/*.parquet")):
+        raise ReportError(f"no Parquet dataset under {out}/files: run `invox-batch run` first")
+    src = _source(out)
+    with duckdb.connect() as con:
+        runs = _runs(con, src, run_id)
+        if not runs:
+            raise ReportError(f"run {run_id} is not in {out}: see `invox-batch report {out}`")
+        statuses = _counts(con, f"SELECT status, count(*) FROM {src} GROUP BY 1 ORDER BY 1", run_id)
+        errors = _counts(
+            con,
+            f"SELECT error_type, count(*) FROM {src} WHERE error_type IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC, 1",
+            run_id,
+        )
+        flags = _counts(
+            con,
+            f"SELECT flag, count(*) FROM (SELECT unnest(quality) AS flag FROM {src}) "
+            "GROUP BY 1 ORDER BY 2 DESC, 1",
+            run_id,
+        )
+        ((p50, p95, resubmitted, cached, hours),) = _query(
+            con,
+            f"""SELECT quantile_cont({_TTR}, 0.5) FILTER ({_FRESH}),
+                       quantile_cont({_TTR}, 0.95) FILTER ({_FRESH}),
+                       count(*) FILTER (attempts > 1), count(*) FILTER (from_cache),
+                       coalesce(sum(duration_s) FILTER (status = 'completed'), 0) / 3600
+                FROM {src}""",
+            run_id,
+        )
+        points = _points(con, src, run_id)
+    return RunReport(
+        str(out),
+        run_id,
+        runs,
+        statuses,
+        errors,
+        float(hours),
+        p50,
+        p95,
+        resubmitted,
+        cached,
+        flags,
+        points,
+    )
+
+
+def _seconds(value: float | None) -> str:
+    """Seconds for the table, or a dash when nothing was measured."""
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _measures(report: RunReport) -> list[tuple[str, str]]:
+    """The headline numbers, in reading order."""
+    return [
+        ("runs", str(len(report.runs))),
+        ("rows", str(report.rows)),
+        *((f"status: {k}", str(v)) for k, v in report.statuses.items()),
+        ("audio hours completed", f"{report.audio_hours:.4f}"),
+        ("time to result p50 (fresh results)", _seconds(report.ttr_p50_s)),
+        ("time to result p95 (fresh results)", _seconds(report.ttr_p95_s)),
+        ("rows resubmitted (attempts > 1)", str(report.resubmitted_rows)),
+        ("rows from cache", str(report.from_cache)),
+        ("rows with a quality flag", str(sum(report.quality.values()))),
+    ]
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def report_markdown(report: RunReport) -> str:
+    """The summary as markdown: the CLI prints it, the flow attaches it to the Prefect run."""
+    scope = f"run `{report.run_id}`" if report.run_id else f"{len(report.runs)} run(s)"
+    lines = [f"# invox-batch report: {scope}", ""]
+    lines += _table(("measure", "value"), _measures(report))
+    if report.error_types:
+        lines += ["", *_table(("error type", "rows"), list(report.error_types.items()))]
+    if report.quality:
+        lines += ["", *_table(("quality flag", "rows"), list(report.quality.items()))]
+    runs = [
+        (r["flow_run_id"], r["run_date"], r["rows"], r["completed"], r["failed"], r["from_cache"])
+        for r in report.runs[:20]
+    ]
+    header = ("flow run", "run date", "rows", "completed", "failed", "from cache")
+    lines += ["", *_table(header, runs)]
+    return "\n".join(lines) + "\n"
+
+
+def report_html(report: RunReport) -> str:
+    """A self-contained HTML page (inline PNG plots, inline CSS, no network resources)."""
+    from jinja2 import Environment, PackageLoader
+
+    from .report_plots import render_plots  # matplotlib loads only when a page is drawn
+
+    env = Environment(loader=PackageLoader("invox_batch", "templates"), autoescape=True)
+    return env.get_template("report.html.j2").render(
+        report=report,
+        measures=_measures(report),
+        plots=render_plots(report.statuses, report.error_types, report.points),
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )

@@ -1,0 +1,28 @@
+"""`invox-batch report`: print the run report, and write its HTML page on request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.markdown import Markdown
+
+from .dataset import atomic_write
+from .report import load_report, report_html, report_markdown
+
+__all__ = ["print_report"]
+
+
+def print_report(out: str, run_id: str | None, html: Path | None) -> None:
+    """Markdown on stdout (rendered as tables on a terminal); the HTML written atomically."""
+    report = load_report(out, run_id)
+    text = report_markdown(report)
+    console = Console()
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:
+        print(text, end="")
+    if html is not None:
+        page = report_html(report).encode()
+        atomic_write(html, lambda handle: handle.write(page), private=False)
+        console.print(f"HTML report: {html}", highlight=False, soft_wrap=True)

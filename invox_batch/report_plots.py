@@ -1,0 +1,115 @@
+"""The report's four plots, drawn with matplotlib's Agg backend into inline base64 PNGs."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["render_plots"]
+
+_SIZE = (6.0, 3.4)
+_DPI = 80
+_EMPTY = "no fresh results in this selection (all from cache, or none completed)"
+
+
+def _png(draw: Callable[[Axes], None]) -> str:
+    """One figure drawn by ``draw``, as a data: URI (Figure, not pyplot: no global state)."""
+    figure = Figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
+    draw(figure.add_subplot())
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _placeholder(axes: Axes) -> None:
+    """Say why a plot has no data instead of leaving it blank."""
+    axes.text(0.5, 0.5, _EMPTY, ha="center", va="center", wrap=True, transform=axes.transAxes)
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def _status(statuses: Mapping[str, int], errors: Mapping[str, int]) -> Callable[[Axes], None]:
+    """Rows completed, then failed rows split by error type."""
+    labels = ["completed", *(f"failed: {k}" for k in errors)]
+    counts = [statuses.get("completed", 0), *errors.values()]
+    colors = ["#2e7d32", *["#c62828"] * len(errors)]
+
+    def draw(axes: Axes) -> None:
+        bars = axes.barh(labels[::-1], counts[::-1], color=colors[::-1])
+        axes.bar_label(bars, padding=2)
+        axes.set_xlabel("rows")
+        axes.set_title("Status breakdown")
+
+    return draw
+
+
+def _ttr(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
+    """Histogram of seconds from upload to result."""
+
+    def draw(axes: Axes) -> None:
+        axes.set_title("Time to result")
+        values = [p["ttr_s"] for p in points if p["ttr_s"] is not None]
+        if not values:
+            return _placeholder(axes)
+        axes.hist(values, bins=min(30, max(5, len(values) // 2)), color="#1565c0")
+        axes.set_xlabel("seconds from upload to result")
+        axes.set_ylabel("files")
+
+    return draw
+
+
+def _throughput(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
+    """Cumulative files completed against minutes since each run's first upload."""
+
+    def draw(axes: Axes) -> None:
+        axes.set_title("Throughput over the run")
+        runs: dict[str, list[Mapping[str, Any]]] = {}
+        for point in points:
+            runs.setdefault(point["flow_run_id"], []).append(point)
+        if not runs:
+            return _placeholder(axes)
+        for run_id, rows in list(runs.items())[:6]:
+            start = min(p["submitted_at"] for p in rows)
+            minutes = sorted((p["completed_at"] - start).total_seconds() / 60 for p in rows)
+            counts = range(len(minutes) + 1)
+            axes.step([0.0, *minutes], counts, where="post", label=run_id[:8])
+        axes.set_xlabel("minutes since the run's first upload")
+        axes.set_ylabel("files completed")
+        axes.legend(title="flow run", fontsize="small")
+
+    return draw
+
+
+def _duration_vs_time(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
+    """Audio duration against processing time, one dot per file."""
+
+    def draw(axes: Axes) -> None:
+        axes.set_title("Audio duration vs processing time")
+        pairs = [(p["duration_s"], p["ttr_s"]) for p in points if p["duration_s"] is not None]
+        if not pairs:
+            return _placeholder(axes)
+        durations, seconds = zip(*pairs, strict=True)
+        axes.scatter(durations, seconds, s=12, alpha=0.6, color="#6a1b9a")
+        axes.set_xlabel("audio duration (s)")
+        axes.set_ylabel("time to result (s)")
+
+    return draw
+
+
+def render_plots(
+    statuses: Mapping[str, int],
+    errors: Mapping[str, int],
+    points: Sequence[Mapping[str, Any]],
+) -> dict[str, str]:
+    """Plot name → PNG data URI, for the HTML template."""
+    return {
+        "status": _png(_status(statuses, errors)),
+        "time_to_result": _png(_ttr(points)),
+        "throughput": _png(_throughput(points)),
+        "duration_vs_time": _png(_duration_vs_time(points)),
+    }

@@ -1,0 +1,143 @@
+"""The run report over a real Parquet dataset: numbers, CLI, self-contained HTML, Chromium."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from PIL import Image, ImageStat
+from typer.testing import CliRunner
+
+from invox_batch.cli import app
+from invox_batch.dataset import write_run
+from invox_batch.report import ReportError, load_report, report_html, report_markdown
+
+from .test_dataset import DAY1, DAY2, RUN_A, RUN_B, T0, file_row
+
+CHROMIUM = Path("/usr/bin/chromium")
+SECRET_TEXT = "patient reports mild chest pain"  # the rows' transcript: never in a report
+
+
+def _at(seconds: float) -> datetime.datetime:
+    return T0 + datetime.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """Two runs: A with fresh results, failures and flags; B served from cache."""
+    fresh = [
+        file_row(f"a{n}", index=n, duration_s=10.0 + n, completed_at=_at(2.0 * (n + 1)))
+        for n in range(10)
+    ]
+    fresh[0]["quality"] = ["short_transcript", "long_silence"]
+    fresh[1]["attempts"] = 2
+    failed = [
+        file_row(
+            "t", index=10, status="failed", error_type="timeout", text=None, completed_at=None
+        ),
+        file_row(
+            "b",
+            index=11,
+            status="failed",
+            error_type="budget_exceeded",
+            text=None,
+            submitted_at=None,
+            completed_at=None,
+        ),
+    ]
+    write_run(tmp_path, RUN_A, DAY1, fresh + failed, [], pa.schema([]))
+    cached = [file_row(f"a{n}", run=RUN_B, index=n, from_cache=True) for n in range(3)]
+    write_run(tmp_path, RUN_B, DAY2, cached, [], pa.schema([]))
+    return tmp_path
+
+
+def test_report_numbers_for_one_run_and_for_all(dataset: Path) -> None:
+    one = load_report(dataset, RUN_A)
+    assert one.statuses == {"completed": 10, "failed": 2}
+    assert one.error_types == {"budget_exceeded": 1, "timeout": 1}
+    assert one.quality == {"long_silence": 1, "short_transcript": 1}
+    assert one.ttr_p50_s == pytest.approx(11.0) and one.ttr_p95_s == pytest.approx(19.1)
+    assert one.resubmitted_rows == 1 and one.from_cache == 0
+    assert one.audio_hours == pytest.approx(sum(10.0 + n for n in range(10)) / 3600)
+    assert len(one.points) == 10
+
+    every = load_report(dataset)
+    assert [r["flow_run_id"] for r in every.runs] == [RUN_B, RUN_A]  # newest run date first
+    assert every.from_cache == 3 and every.rows == 15 and every.ttr_p50_s == one.ttr_p50_s
+
+
+def test_missing_dataset_or_run_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="run `invox-batch run` first"):
+        load_report(tmp_path / "empty")
+    with pytest.raises(ReportError, match="is not in"):
+        load_report(dataset, "no-such-run")
+
+
+def test_report_command_prints_the_summary_and_writes_html(dataset: Path, tmp_path: Path) -> None:
+    html = tmp_path / "report.html"
+    done = CliRunner().invoke(app, ["report", str(dataset), "--run", RUN_A, "--html", str(html)])
+    assert done.exit_code == 0, done.output
+    assert "| status: failed | 2 |" in done.output and "| timeout | 1 |" in done.output
+    assert "| time to result p50 (fresh results) | 11.00 s |" in done.output
+    assert html.is_file() and SECRET_TEXT not in done.output
+
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "run `invox-batch run` first" in missing.output
+
+
+def test_html_is_self_contained_with_four_plots_and_no_transcripts(dataset: Path) -> None:
+    page = report_html(load_report(dataset))
+    assert (
+        len(
+            re.findall(
+                r'<img class="plot" id="plot-[a-z_]+" [^>]*src="data:image/png;base64,', page
+            )
+        )
+        == 4
+    )
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
+    assert "<script" not in page and "<link" not in page
+    assert SECRET_TEXT not in page and SECRET_TEXT not in report_markdown(load_report(dataset))
+    assert len(page) < 400_000
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+    return subprocess.run(
+        [str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=120, check=True
+    )
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_html_report_renders_in_headless_chromium(dataset: Path, tmp_path: Path) -> None:
+    html = tmp_path / "report.html"
+    html.write_text(report_html(load_report(dataset)))
+    shot = tmp_path / "shot.png"
+    _chromium(
+        f"--screenshot={shot}", "--window-size=1000,1100", html.as_uri(), profile=tmp_path / "p1"
+    )
+    with Image.open(shot) as image:
+        grey = image.convert("L")
+        assert grey.size == (1000, 1100)
+        assert ImageStat.Stat(grey).stddev[0] > 20  # not a blank page
+        colours = image.convert("RGB").resize((250, 275)).getcolors(250 * 275) or []
+        assert len(colours) > 50  # plots, not just black text on white
+
+    dom = _chromium("--dump-dom", html.as_uri(), profile=tmp_path / "p2").stdout
+    plots = re.findall(r'<img class="plot" id="plot-([a-z_]+)"', dom)
+    assert plots == ["status", "time_to_result", "throughput", "duration_vs_time"]
+    shutil.rmtree(tmp_path / "p1", ignore_errors=True)
