@@ -32,6 +32,11 @@ test: $(STAMP) lint chromium
 	fi
 	$(BIN)/python -m pytest
 
+# Everything, including all 24 seeded crash-matrix iterations (make test runs the first 4).
+.PHONY: test-all
+test-all: export INVOX_TEST_ALL := 1
+test-all: test
+
 # The HTML report test screenshots the page in headless Chromium; without it that test skips.
 chromium:
 	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] \

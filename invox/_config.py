@@ -65,6 +65,11 @@ class InvoxSettings(BaseSettings):
     read_timeout_s: float = Field(default=30.0, gt=0)
     write_timeout_s: float = Field(default=60.0, gt=0)
     pool_timeout_s: float = Field(default=30.0, gt=0)
+    upload_confirm_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="After an upload whose answer was lost, poll this long for proof it landed.",
+    )
     upload_chunk_bytes: int = Field(default=1024 * 1024, ge=4096)
     mime_types: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MIME_TYPES))
     verify_callback_signatures: bool = Field(

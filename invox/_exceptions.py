@@ -28,6 +28,7 @@ __all__ = [
     "RateLimitError",
     "RequestTimeoutError",
     "ResponseFormatError",
+    "ResponseLostError",
     "ServerError",
     "TerminalError",
     "TransientError",
@@ -85,6 +86,10 @@ class TransportError(TransientError):
     """The request never got an HTTP answer (reset, timeout, DNS)."""
 
     error_type = "transport_error"
+
+
+class ResponseLostError(TransportError):
+    """The request went out but its answer never came (read timeout, reset): it may have worked."""
 
 
 class APIUnreachableError(TransportError):
@@ -250,4 +255,7 @@ def error_from_transport(exc: httpx.TransportError, *, operation: str) -> Transp
             f"{operation} failed: cannot connect to the API ({type(exc).__name__}); "
             "check INVOX_BASE_URL and that the server is up"
         )
-    return TransportError(f"{operation} failed: {type(exc).__name__} talking to the API")
+    message = f"{operation} failed: {type(exc).__name__} talking to the API"
+    if isinstance(exc, httpx.ReadTimeout | httpx.ReadError | httpx.RemoteProtocolError):
+        return ResponseLostError(message)
+    return TransportError(message)

@@ -90,7 +90,7 @@ def safe_stem(file_id: str) -> str:
     return f"{stem[:_MAX_STEM]}-{digest}" if stem else digest
 
 
-def _write_text(path: Path, text: str, *, private: bool) -> None:
+def _write_text(path: Path, text: str, *, private: bool | None) -> None:
     """One UTF-8 caption file, atomically."""
     data = text.encode("utf-8")
 
@@ -106,7 +106,7 @@ def write_captions(
     *,
     vtt: str | None = None,
     srt: str | None = None,
-    private: bool = True,
+    private: bool | None = None,
 ) -> list[Path]:
     """Write ``<out>/captions/<file_id>.vtt|.srt`` atomically; returns the paths written."""
     documents = [

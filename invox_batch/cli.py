@@ -29,6 +29,7 @@ from .callback_cli import callback_options, serve_callbacks
 from .embedded import resolve_api
 from .manifest import FORMATS, ManifestError, read_manifest
 from .output import Output
+from .permissions import PRIVATE_FILES_ENV, private_files
 
 app = typer.Typer(
     name="invox-batch",
@@ -259,6 +260,8 @@ def _exit_status(summary: dict[str, Any]) -> int:
     if summary.get("fatal_error_type") in ("unauthorized", "forbidden", "configuration_error"):
         _say(f"error: {summary.get('fatal_error_message')}")
         return EXIT_USAGE
+    if summary.get("fatal_error_type") == "api_unreachable":
+        _say(f"error: {summary.get('fatal_error_message')}")
     return EXIT_OK if summary["failed"] == 0 else EXIT_FAILED_ROWS
 
 
@@ -292,12 +295,16 @@ def run(
         float | None, typer.Option(help="Cap on new audio submitted, in hours.")
     ] = None,
     srt: Annotated[bool, typer.Option(help="Write <out>/captions/<file_id>.srt.")] = False,
+    shared_files: Annotated[
+        bool, typer.Option(help="New files follow the umask instead of owner-only.")
+    ] = False,
 ) -> None:
     """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
     from flows.transcribe_batch import transcribe_batch
 
     from .progress import progress_display
 
+    _file_permissions(shared_files)
     if max_audio_hours is not None and max_audio_hours <= 0:
         raise _fail_usage("--max-audio-hours must be a positive number of hours")
     try:
@@ -417,6 +424,16 @@ def report(
     try:
         print_report(out, run, html)
     except ReportError as exc:
+        raise _fail_usage(str(exc)) from None
+
+
+def _file_permissions(shared: bool) -> None:
+    """--shared-files wins over INVOX_BATCH_PRIVATE_FILES; a bad value of the latter exits 2."""
+    if shared:
+        os.environ[PRIVATE_FILES_ENV] = "false"
+    try:
+        private_files()
+    except ValueError as exc:
         raise _fail_usage(str(exc)) from None
 
 

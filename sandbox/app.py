@@ -23,7 +23,9 @@ __all__ = ["create_app"]
 def create_app(settings: SandboxSettings | None = None) -> Starlette:
     """A fresh sandbox; state lives on ``app.state.backend`` and dies with the lifespan."""
     settings = settings if settings is not None else SandboxSettings()
-    transcriber = make_transcriber(settings.processing, settings.asr_model, settings.asr_workers)
+    transcriber = make_transcriber(
+        settings.processing, settings.asr_model, settings.asr_workers, settings.instant_text
+    )
     backend = SandboxBackend(settings, transcriber)
     dispatcher = CallbackDispatcher(backend)
     backend.notifier = dispatcher

@@ -162,11 +162,11 @@ class TokenStore:
     def __init__(self) -> None:
         self._expiry: dict[str, float] = {}
 
-    def issue(self, ttl_s: float) -> str:
-        """A new random token valid for ``ttl_s`` seconds from now."""
+    def issue(self, ttl_s: float, value: str | None = None) -> str:
+        """A new token (random unless ``value`` is given) valid for ``ttl_s`` seconds from now."""
         now = time.monotonic()
         self._expiry = {t: exp for t, exp in self._expiry.items() if exp > now}
-        token = secrets.token_urlsafe(32)
+        token = value or secrets.token_urlsafe(32)
         self._expiry[token] = now + ttl_s
         return token
 
@@ -211,10 +211,16 @@ class Stats:
     responses: dict[str, Counter[str]] = field(default_factory=dict)
     uploads_by_sha256: Counter[str] = field(default_factory=Counter)
     callbacks: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
 
     def count_request(self, endpoint: Endpoint) -> None:
         """A request reached an API endpoint."""
         self.requests[endpoint] += 1
+
+    def count_injected(self, kind: str, hit: bool) -> None:
+        """A fault was drawn (``kind`` is ``<fault>:<endpoint>``); misses leave no zero entries."""
+        if hit:
+            self.injected[kind] += 1
 
     def count_response(self, endpoint: Endpoint, status: int) -> None:
         """An API endpoint answered with ``status``."""
@@ -228,6 +234,7 @@ class Stats:
             "uploads_by_sha256": dict(self.uploads_by_sha256),
             "jobs": dict(jobs),
             "callbacks": {k: self.callbacks[k] for k in ("sent", "delivered", "failed", "dropped")},
+            "injected": dict(self.injected),
         }
 
 
@@ -348,9 +355,31 @@ class SandboxBackend:
         draw = self.random(f"fault:{endpoint}").random()
         for status, rate in rates:
             if draw < rate:
+                self.stats.count_injected(f"{status}:{endpoint}", True)
                 return status  # type: ignore[return-value]
             draw -= rate
         return None
+
+    def draw_slow(self, endpoint: Endpoint) -> float:
+        """Seconds to hold this answer back after doing the work (0 for most requests)."""
+        rate = self.faults.slow_rate.get(endpoint, 0.0)
+        hit = rate > 0.0 and self.random(f"slow:{endpoint}").random() < rate
+        self.stats.count_injected(f"slow:{endpoint}", hit)
+        return self.faults.slow_s if hit else 0.0
+
+    def draw_malformed(self, endpoint: Endpoint) -> bool:
+        """Whether this answer is replaced by a 200 whose body breaks the contract."""
+        rate = self.faults.malformed_rate.get(endpoint, 0.0)
+        hit = rate > 0.0 and self.random(f"malformed:{endpoint}").random() < rate
+        self.stats.count_injected(f"malformed:{endpoint}", hit)
+        return hit
+
+    def draw_upload_stall(self) -> float:
+        """Seconds this upload pauses in the middle of its body."""
+        rate = self.faults.stall_upload_rate
+        hit = rate > 0.0 and self.random("stall_upload").random() < rate
+        self.stats.count_injected("stall:upload", hit)
+        return self.faults.stall_upload_s if hit else 0.0
 
     def draw_callback_drop(self) -> bool:
         """Whether this job's callback is silently never sent."""

@@ -49,6 +49,15 @@ MAX_JSON_BYTES = 64 * 1024
 # After an over-size streamed upload, read (and discard) this much more so the client sees 413.
 DRAIN_BYTES = 16 * 1024 * 1024
 
+# Every field the client reads, with the wrong type.
+MALFORMED_BODY: dict[str, Any] = {
+    "accessToken": 42,
+    "presignedUrl": ["not", "a", "url"],
+    "requestId": None,
+    "processingStatus": {"status": "COMPLETED"},
+    "transcription": "not a list",
+}
+
 Handler = Callable[[Request], Awaitable[Response]]
 _PATCH = TypeAdapter(dict[str, Any])
 
@@ -94,7 +103,13 @@ async def _answer(
         fault = backend.draw_fault(endpoint)
         if fault is not None:
             raise throttled(fault, backend.faults.retry_after_s)
-        return await handler(request)
+        response = await handler(request)
+        if backend.draw_malformed(endpoint):
+            response = JSONResponse(MALFORMED_BODY)
+        slow = backend.draw_slow(endpoint)
+        if slow > 0:
+            await asyncio.sleep(slow)
+        return response
     except ApiError as exc:
         return exc.to_response(normalise=backend.settings.normalise_error_messages)
     except StorageError as exc:
@@ -166,7 +181,8 @@ async def issue_token(request: Request) -> Response:
     if not _credentials_ok(request.headers.get("authorization", ""), backend.settings):
         raise invalid_credentials()
     ttl = backend.faults.token_ttl_s
-    return JSONResponse({"accessToken": backend.tokens.issue(ttl), "expiresIn": math.ceil(ttl)})
+    token = backend.tokens.issue(ttl, backend.settings.fixed_token)
+    return JSONResponse({"accessToken": token, "expiresIn": math.ceil(ttl)})
 
 
 # -- generate-presigned-url ---------------------------------------------------------------------
@@ -268,9 +284,13 @@ async def _store_upload(request: Request, backend: SandboxBackend, job: Job) -> 
     limit = backend.settings.max_upload_bytes
     digest = hashlib.sha256()
     size = 0
+    stall = backend.draw_upload_stall()
     with backend.uploads.create(job.request_id) as file:
         async with contextlib.aclosing(request.stream()) as stream:
             async for chunk in stream:
+                if stall > 0:
+                    await asyncio.sleep(stall)
+                    stall = 0.0
                 size += len(chunk)
                 if size > limit:
                     break

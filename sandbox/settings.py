@@ -49,6 +49,15 @@ class Faults(BaseModel):
     job_error_rate: Probability = 0.0
     job_error_sha256: list[str] = []
     drop_callback_rate: Probability = 0.0
+    # The work is done, then the answer waits ``slow_s``: beyond the client's read timeout the
+    # response is lost although the call succeeded (the ambiguous case for uploads).
+    slow_rate: dict[Endpoint, Probability] = {}
+    slow_s: Seconds = 0.0
+    # An upload pauses this long mid-body (the URL's expiry is checked when the PUT starts).
+    stall_upload_rate: Probability = 0.0
+    stall_upload_s: Seconds = 0.0
+    # A 200 whose JSON body breaks the contract (wrong types), to test the client's parsers.
+    malformed_rate: dict[Endpoint, Probability] = {}
     seed: int | None = None
     # Not in the provider docs: lets client tests exercise "credential lacks BATCH-TRANSCRIBE".
     forbidden: bool = False
@@ -100,6 +109,9 @@ class SandboxSettings(BaseSettings):
     callback_backoff_s: Seconds = 1.0
     callback_on_error: bool = False
     upload_dir: Path | None = None
+    # Leak tests: issue this exact token, and make every instant transcript segment this text.
+    fixed_token: str | None = None
+    instant_text: str | None = None
     faults: Faults = Faults()
 
     @field_validator("token_path")

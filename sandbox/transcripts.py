@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from pathlib import Path
 from typing import Literal
@@ -81,10 +82,16 @@ def _vtt_text(text: str) -> str:
 class InstantTranscriber:
     """Deterministic fake transcripts: fast, no models, any non-empty bytes complete."""
 
+    def __init__(self, text: str | None = None) -> None:
+        self._text = text
+
     async def transcribe(self, path: Path, sha256: str) -> list[Segment]:
         """Segments spread over the audio's duration when it can be read."""
         duration = await asyncio.to_thread(audio_duration_s, path)
-        return instant_transcript(sha256, duration)
+        segments = instant_transcript(sha256, duration)
+        if self._text is not None:
+            segments = [dataclasses.replace(s, text=self._text) for s in segments]
+        return segments
 
     async def aclose(self) -> None:
         """Nothing to release."""
@@ -124,9 +131,12 @@ class AsrTranscriber:
 
 
 def make_transcriber(
-    processing: Literal["asr", "instant"], model: Literal["clinical", "general"], workers: int
+    processing: Literal["asr", "instant"],
+    model: Literal["clinical", "general"],
+    workers: int,
+    instant_text: str | None = None,
 ) -> Transcriber:
     """The transcriber for the configured processing mode."""
     if processing == "instant":
-        return InstantTranscriber()
+        return InstantTranscriber(instant_text)
     return AsrTranscriber(model, workers)

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio.to_thread
 from prefect.filesystems import LocalFileSystem
 
-from invox_batch.dataset import atomic_write
+from invox_batch.dataset import atomic_write, make_dirs, sweep_stale_temps
 
 __all__ = ["AtomicLocalFileSystem", "saved_storage"]
 
@@ -39,7 +39,8 @@ class AtomicLocalFileSystem(LocalFileSystem):
 
 async def saved_storage(root: Path) -> AtomicLocalFileSystem:
     """The storage for ``root``, saved as a block (Prefect requires saved blocks on tasks)."""
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(root)
+    sweep_stale_temps(root, pattern=".*.tmp-*")  # records a killed run was writing
     name = "invox-ledger-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
     storage = AtomicLocalFileSystem(basepath=str(root.resolve()))
     await storage.asave(name=name, overwrite=True)

@@ -23,7 +23,17 @@ from prefect.context import TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 
-from invox import InvoxClient, InvoxError, PollPolicy, UploadURLRejectedError
+from invox import (
+    APIUnreachableError,
+    InvoxClient,
+    InvoxError,
+    PollPolicy,
+    ResponseLostError,
+    UploadURLRejectedError,
+)
+from invox_batch.failpoints import failpoint
+
+from .upload_intents import confirm_landed, find_landed, forget_intent, record_intent
 
 __all__ = [
     "authenticate",
@@ -33,6 +43,7 @@ __all__ = [
     "presign",
     "retry_delays",
     "retry_if_transient",
+    "retry_unless_unreachable",
     "upload",
     "using_client",
 ]
@@ -63,6 +74,14 @@ def retry_if_transient(task: Task[..., Any], task_run: TaskRun, state: State[Any
     """Retry exactly what the client marked retryable (a plain def: Prefect 3.8 needs one)."""
     error = state.data
     return isinstance(error, InvoxError) and error.retryable
+
+
+def retry_unless_unreachable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Like ``retry_if_transient``, but a refused connection gets one retry only: an API that is
+    down for the run must fail it in seconds, not after minutes of backoff."""
+    if isinstance(state.data, APIUnreachableError):
+        return task_run.run_count < 2
+    return retry_if_transient(task, task_run, state)
 
 
 def key_from_parameters(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -108,7 +127,12 @@ _RETRYING: dict[str, Any] = {
 }
 
 
-@task(name="authenticate", cache_policy=NO_CACHE, persist_result=False, **_RETRYING)
+@task(
+    name="authenticate",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    **{**_RETRYING, "retry_condition_fn": retry_unless_unreachable},
+)
 async def authenticate() -> None:
     """Check the credential once before any upload, so a bad key fails the run, not every row."""
     try:
@@ -132,6 +156,7 @@ async def presign(file_id: str, mime_type: str, callback_url: str | None) -> dic
     except InvoxError as exc:
         await _wait_retry_after(exc)
         raise
+    failpoint("presign")
     _log().debug("presigned %s as request %s", file_id, slot.request_id)
     return {"presigned_url": slot.presigned_url, "request_id": slot.request_id}
 
@@ -155,23 +180,53 @@ async def upload(
     """PUT the audio; a refused URL (expired, altered) gets one fresh presign and a second PUT."""
     client = current_client()
     url, request_id = slot["presigned_url"], slot["request_id"]
+    grace = client.settings.upload_confirm_s
+    landed = await find_landed(client, cache_key, grace)
+    if landed is not None:  # an earlier attempt's audio arrived but its record was never saved
+        _log().warning(
+            "%s was already received as request %s; not uploading again", file_id, landed
+        )
+        return _upload_record(landed)
     try:
         if _is_retry():  # contract §10 #14: never reuse an upload URL after a failed PUT
             fresh_slot = await client.generate_presigned_url(mime_type, callback_url)
             url, request_id = fresh_slot.presigned_url, fresh_slot.request_id
         try:
-            await client.upload(url, path, mime_type)
+            await _put(client, cache_key, url, request_id, path, mime_type)
         except UploadURLRejectedError:
             _log().warning("upload URL for %s refused; requesting a fresh one", file_id)
             fresh = await client.generate_presigned_url(mime_type, callback_url)
-            await client.upload(fresh.presigned_url, path, mime_type)
+            await _put(client, cache_key, fresh.presigned_url, fresh.request_id, path, mime_type)
             request_id = fresh.request_id
     except InvoxError as exc:
         await _wait_retry_after(exc)
         raise
+    failpoint("upload")  # accepted by the provider, record not yet saved: the riskiest instant
     _log().info("uploaded %s as request %s", file_id, request_id)
+    return _upload_record(request_id)
+
+
+def _upload_record(request_id: str) -> dict[str, str | None]:
+    """What the ledger keeps about an accepted upload."""
     paid_by = str(flow_run.id) if flow_run.id else None
     return {"request_id": request_id, "uploaded_at": _now(), "flow_run_id": paid_by}
+
+
+async def _put(
+    client: InvoxClient, cache_key: str, url: str, request_id: str, path: str, mime_type: str
+) -> None:
+    """One PUT, announced first; a lost answer is settled by asking the API, not by a re-upload."""
+    record_intent(cache_key, request_id)
+    try:
+        await client.upload(url, path, mime_type)
+    except ResponseLostError:
+        if not await confirm_landed(client, request_id, client.settings.upload_confirm_s):
+            forget_intent(cache_key, request_id)  # judged not received: the retry uploads anew
+            raise
+        _log().warning("upload answer lost, but request %s received the audio", request_id)
+    except (InvoxError, OSError):
+        forget_intent(cache_key, request_id)  # refused or never sent: nothing to confirm later
+        raise
 
 
 @task(
@@ -183,6 +238,7 @@ async def upload(
 )
 async def poll(file_id: str, cache_key: str, request_id: str, policy: PollPolicy) -> dict[str, Any]:
     """Wait for the job to end; only a terminal result is persisted, so a timeout resumes later."""
+    failpoint("poll")
     result = await current_client().wait_for_transcription(request_id, policy)
     _log().info("%s ended %s (request %s)", file_id, result.status, request_id)
     return {
