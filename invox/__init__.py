@@ -44,6 +44,7 @@ from ._redact import redact_url
 from ._signature import (
     CallbackSignatureError,
     callback_string_to_sign,
+    check_created_at,
     sign_callback,
     verify_callback_signature,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "callback_string_to_sign",
     "check_callback",
     "check_callback_url",
+    "check_created_at",
     "error_from_response",
     "guess_mime_type",
     "parse_callback",

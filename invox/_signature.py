@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "CallbackSignatureError",
     "callback_string_to_sign",
+    "check_created_at",
     "sign_callback",
     "verify_callback_signature",
 ]
@@ -83,6 +84,13 @@ def verify_callback_signature(
     expected = sign_callback(payload, secret=secret, api_key=api_key)
     if not hmac.compare_digest(signature.encode(), expected.encode()):
         raise CallbackSignatureError("bad_signature", "callback signature does not match")
+    check_created_at(payload, tolerance_s, now_ms)
+
+
+def check_created_at(
+    payload: Mapping[str, Any], tolerance_s: float, now_ms: float | None = None
+) -> None:
+    """Refuse a ``createdAt`` (epoch ms) further than the tolerance from now: replays age out."""
     created_at = payload.get("createdAt")
     if not isinstance(created_at, int | float) or isinstance(created_at, bool):
         raise CallbackSignatureError("missing_timestamp", "callback carries no numeric createdAt")

@@ -23,8 +23,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from invox import ConfigurationError, InvoxSettings
-from invox._signature import CallbackSignatureError, verify_callback_signature
+from invox import (
+    CallbackSignatureError,
+    ConfigurationError,
+    InvoxSettings,
+    check_created_at,
+    verify_callback_signature,
+)
 from sandbox.server import ThreadedServer
 
 from .callback_store import CallbackStore
@@ -99,23 +104,11 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def check_fresh(body: dict[str, Any], tolerance_s: float, now_ms: float | None = None) -> None:
-    """Refuse a ``createdAt`` (epoch ms, contract §10 #20) further than the tolerance from now."""
-    created_at = body.get("createdAt")
-    if not isinstance(created_at, int | float) or isinstance(created_at, bool):
-        raise CallbackRejected("missing_timestamp", "callback carries no numeric createdAt")
-    now = time.time() * 1000 if now_ms is None else now_ms
-    if abs(now - created_at) > tolerance_s * 1000:
-        raise CallbackRejected(
-            "stale_timestamp", f"callback createdAt is more than {tolerance_s:g}s from now"
-        )
-
-
 def verify(body: dict[str, Any], config: ReceiverConfig, now_ms: float | None = None) -> None:
-    """Apply the configured scheme, then the freshness check every scheme gets."""
-    if config.scheme == "hmac-sha256":
-        assert config.secret is not None and config.api_key is not None
-        try:
+    """Apply the configured scheme; every scheme refuses a stale ``createdAt``."""
+    try:
+        if config.scheme == "hmac-sha256":
+            assert config.secret is not None and config.api_key is not None
             verify_callback_signature(
                 body,
                 secret=config.secret,
@@ -123,9 +116,10 @@ def verify(body: dict[str, Any], config: ReceiverConfig, now_ms: float | None = 
                 tolerance_s=config.tolerance_s,
                 now_ms=now_ms,
             )
-        except CallbackSignatureError as exc:
-            raise CallbackRejected(exc.reason, str(exc)) from None
-    check_fresh(body, config.tolerance_s, now_ms)
+        else:
+            check_created_at(body, config.tolerance_s, now_ms)
+    except CallbackSignatureError as exc:
+        raise CallbackRejected(exc.reason, str(exc)) from None
 
 
 def _record_of(body: dict[str, Any], config: ReceiverConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .dataset import PRIVATE_FILE_MODE, make_dirs
+from .dataset import PRIVATE_FILE_MODE, fsync_dir, make_dirs
 
 __all__ = ["CallbackStore", "Recorded"]
 
@@ -28,15 +28,6 @@ def _digest(text: str | bytes) -> str:
     """A fixed-length, file-name-safe stand-in for an opaque, untrusted value."""
     data = text.encode() if isinstance(text, str) else text
     return hashlib.sha256(data).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a new directory entry durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -96,5 +87,5 @@ class CallbackStore:
             return "duplicate"
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return "recorded"

@@ -261,7 +261,7 @@ def make_dirs(path: Path, *, private: bool | None = None) -> None:
             os.chmod(directory, PRIVATE_DIR_MODE)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     """Make a rename durable: the directory entry is data too."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -290,7 +290,7 @@ def atomic_write(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_parquet(path: Path, table: pa.Table, *, private: bool | None) -> None:
