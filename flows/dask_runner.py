@@ -65,6 +65,8 @@ async def settle(
     hooks: dict[str, list[Any]] = {"request": [counter]}
     async with httpx.AsyncClient(timeout=settings.timeout(), event_hooks=hooks) as http:
         run = Run(ledger, options, 1)
+        # A task cannot charge the run's shared budget: under a cap, a lost job is left to a rerun.
+        run.budget = BudgetPlan(options.max_audio_hours, (options.max_audio_hours or 0) * 3600)
         with transcription.using_client(InvoxClient(settings, http=http)):
             outcome = await _settle(run, unit, place, ProgressReporter(1))  # no artifact here
     return outcome, counter.as_dict(), run.stop
@@ -80,38 +82,98 @@ async def settle_on_dask(
     flow_run_id: str,
 ) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None, BudgetPlan]:
     """Submit one ``settle`` task per identity within budget; outcomes, calls, stop, budget."""
-    expiration = ledger.cache_expiration
     places = {
         i: await ledger.locate(i, options.max_resubmits, options.force, flow_run_id) for i in units
     }
-    plan = plan_units(units.values(), places, options.max_audio_hours)
+    plan = plan_units(units.values(), places, options.max_audio_hours, flow_run_id)
     progress = ProgressReporter(len(units))
     await progress.start()
     skipped = {i: await over_budget(plan, i, units[i].duration_s, progress) for i in plan.skipped}
-    with runner:
-        futures = {
-            identity: runner.submit(
-                settle,
-                parameters={
-                    "settings": settings,
-                    "results": str(results),
-                    "expiration": expiration,
-                    "options": options,
-                    "unit": units[identity],
-                    "place": places[identity],
-                },
-            )
-            for identity in units
-            if identity not in skipped
-        }
-        settled: dict[str, Settled] = {}
-        for identity, future in futures.items():
-            settled[identity] = await asyncio.to_thread(future.result)
-            await progress.advance(settled[identity][0].status, units[identity].duration_s)
-    calls: Counter[str] = Counter()
+    todo = {i: places[i] for i in units if i not in skipped}
+    stopped, calls = await _check_credential(settings, ledger, options, units, todo, progress)
+    settled = stopped or await _settle_all_on(
+        runner, settings, results, ledger, options, units, todo
+    )
+    if not stopped:
+        for identity, (outcome, _, _) in settled.items():
+            await progress.advance(outcome.status, units[identity].duration_s)
     for _, made, _ in settled.values():
         calls.update(made)
     stop = next((s for _, _, s in settled.values() if s is not None), None)
     done = {identity: outcome for identity, (outcome, _, _) in settled.items()}
     outcomes = {i: skipped[i] if i in skipped else done[i] for i in units}
     return outcomes, {k: calls[k] for k in ("token", "presign", "upload", "status")}, stop, plan
+
+
+async def _check_credential(
+    settings: InvoxSettings,
+    ledger: Ledger,
+    options: Options,
+    units: dict[str, Unit],
+    todo: dict[str, Generation],
+    progress: ProgressReporter,
+) -> tuple[dict[str, Settled], Counter[str]]:
+    """One token call from the flow before anything reaches the cluster, as in the default mode.
+
+    A refused credential or an unreachable API settles every file here (cached ones from the
+    ledger, the rest as not attempted) instead of sending a storm of doomed tasks to the cluster.
+    """
+    import httpx
+
+    from invox import InvoxClient
+    from tasks import transcription
+
+    from .transcribe_batch import CallCounter, Run, _authenticate_once, _settle
+
+    counter = CallCounter(settings.token_path)
+    pending = sum(p.action in ("submit", "poll") for p in todo.values())
+    hooks: dict[str, list[Any]] = {"request": [counter]}
+    async with httpx.AsyncClient(timeout=settings.timeout(), event_hooks=hooks) as http:
+        run = Run(ledger, options, 1)
+        with transcription.using_client(InvoxClient(settings, http=http)):
+            await _authenticate_once(run, pending)
+            stopped: dict[str, Settled] = {}
+            if run.stop is not None:
+                for i, place in todo.items():
+                    stopped[i] = (await _settle(run, units[i], place, progress), {}, run.stop)
+    return stopped, Counter(counter.as_dict())
+
+
+async def _settle_all_on(
+    runner: Any,
+    settings: InvoxSettings,
+    results: Path,
+    ledger: Ledger,
+    options: Options,
+    units: dict[str, Unit],
+    todo: dict[str, Generation],
+) -> dict[str, Settled]:
+    """Run the ``settle`` tasks on the cluster; a task that dies still yields a failed row."""
+    parameters = {
+        "settings": settings,
+        "results": str(results),
+        "expiration": ledger.cache_expiration,
+        "options": options,
+    }
+    with runner:
+        futures = {
+            identity: runner.submit(
+                settle, parameters={**parameters, "unit": units[identity], "place": place}
+            )
+            for identity, place in todo.items()
+        }
+        return {identity: await _collect(future) for identity, future in futures.items()}
+
+
+async def _collect(future: Any) -> Settled:
+    """The task's result, or a failed outcome when the task itself failed (worker lost, bug)."""
+    try:
+        result: Settled = await asyncio.to_thread(future.result)
+    except Exception as exc:
+        message = f"the Dask task settling this file failed ({type(exc).__name__}); rerun it"
+        return (
+            Outcome(status="failed", error_type="internal_error", error_message=message),
+            {},
+            None,
+        )
+    return result

@@ -20,13 +20,16 @@ from prefect.deployments import arun_deployment
 from prefect.runtime import deployment, flow_run
 from prefect.states import AwaitingRetry, Completed, Failed
 
+from invox import ConfigurationError
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
 
+from .callback_mode import parse_listen
 from .reporting import summary_markdown, write_summary
 
 __all__ = [
     "aggregate",
+    "child_parameters",
     "fan_out",
     "parse_shard",
     "shard_bounds",
@@ -87,6 +90,44 @@ def shard_key(manifest_sha256: str, parent_flow_run_id: str, number: int, count:
     return f"transcribe-batch:{parent_flow_run_id}:{manifest_sha256[:16]}:shard-{number}-of-{count}"
 
 
+def child_parameters(
+    parameters: dict[str, Any], rows: int, number: int, count: int
+) -> dict[str, Any]:
+    """A child's parameters: its slice, its share of the audio-hours cap, a receiver port of its own.
+
+    The cap is split in proportion to each shard's rows, so the children together never submit
+    more than the parent's ``max_audio_hours``.
+    """
+    start, end = shard_bounds(rows, number, count)
+    child = {**parameters, "shard": f"{number}/{count}"}
+    if parameters.get("max_audio_hours"):
+        child["max_audio_hours"] = parameters["max_audio_hours"] * (end - start) / rows
+    if parameters.get("callback_listen"):
+        if parameters.get("callback_url"):
+            raise ConfigurationError(
+                "callback_listen with a fixed callback_url cannot serve several shard runs: run "
+                "`invox-batch callbacks` behind that URL and pass callback_store instead"
+            )
+        host, _ = parse_listen(parameters["callback_listen"])
+        child["callback_listen"] = f"[{host}]:0" if ":" in host else f"{host}:0"
+    return child
+
+
+def _budget(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The children's budgets summed (each child had its share of the parent's cap)."""
+    budgets = [child["budget"] for child in summaries if child.get("budget")]
+    if not budgets:
+        return None
+    keys = (
+        "max_audio_hours",
+        "submitted_audio_hours",
+        "cap_hours_left",
+        "not_submitted_files",
+        "not_submitted_audio_hours",
+    )
+    return {k: round(sum(b[k] for b in budgets), 4) for k in keys}
+
+
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """The parent's counts: the sum of its children's summaries."""
     errors: Counter[str] = Counter()
@@ -104,6 +145,7 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
         "error_types": dict(sorted(errors.items())),
         "audio_hours": round(hours, 4),
         "api_calls": {k: calls[k] for k in ("token", "presign", "upload", "status")},
+        "budget": _budget(summaries),
     }
 
 
@@ -145,17 +187,17 @@ async def fan_out(
     started = time.monotonic()
     parent = str(flow_run.id)
     count = shard_count(len(manifest.rows), shard_size)
-    parameters = dict(flow_run.parameters)
+    rows = len(manifest.rows)
+    children_parameters = [
+        child_parameters(dict(flow_run.parameters), rows, n, count) for n in range(1, count + 1)
+    ]
     get_run_logger().info("%d rows: %d shard runs of %s", len(manifest.rows), count, deployment)
     async with get_client() as client:
         children = [
             await _start_shard(
-                client,
-                deployment,
-                {**parameters, "shard": f"{n}/{count}"},
-                shard_key(manifest.sha256, parent, n, count),
+                client, deployment, parameters, shard_key(manifest.sha256, parent, n, count)
             )
-            for n in range(1, count + 1)
+            for n, parameters in enumerate(children_parameters, 1)
         ]
         finished = await asyncio.gather(*(_wait(client, child) for child in children))
     shards = [_child_summary(output, c, f"{n}/{count}") for n, c in enumerate(finished, 1)]

@@ -38,7 +38,7 @@ from invox_batch.quality import assign_quality, count_flags
 from tasks import transcription
 from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_key
 
-from .budgeting import over_budget, plan_units
+from .budgeting import budget_outcome, over_budget, plan_units
 from .callback_mode import Completion, CompletionMode, PollCompletion, completion_for
 from .credentials import with_secret_block
 from .dask_runner import dask_task_runner, settle_on_dask
@@ -120,6 +120,7 @@ class Run:
         self.options = options
         self.gate = asyncio.Semaphore(concurrency)
         self.stop: InvoxError | None = None
+        self.budget = BudgetPlan(options.max_audio_hours)
         retrying: dict[str, Any] = {
             "retries": options.retries,
             "retry_delay_seconds": transcription.retry_delays(
@@ -160,6 +161,8 @@ async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
         place.upload.get("request_id"),
         unit.label,
     )
+    if not run.budget.admit(unit.identity, unit.duration_s):
+        return budget_outcome(run.budget, unit.identity)
     return await _submit_and_poll_once(run, unit, Generation(place.number + 1, "submit"))
 
 
@@ -328,7 +331,8 @@ async def _settle_all(
                 i: await ledger.locate(i, options.max_resubmits, options.force, run_id)
                 for i in units
             }
-            plan = plan_units(units.values(), places, options.max_audio_hours)
+            plan = plan_units(units.values(), places, options.max_audio_hours, run_id)
+            run.budget = plan
             pending = sum(p.action in ("submit", "poll") for p in places.values())
             await _authenticate_once(run, pending - len(plan.skipped))
             settled = await asyncio.gather(
@@ -350,15 +354,21 @@ def _run_date() -> dt.date:
 
 def _write_captions(
     out: Path, rows: list[tuple[ManifestRow, Outcome]], vtt: bool, srt: bool
-) -> list[Path]:
-    """``<out>/captions/<file_id>.vtt|.srt`` for completed files: the API's VTT, else segments."""
+) -> tuple[list[Path], int]:
+    """``<out>/captions/<file_id>.vtt|.srt`` for completed files, and how many had unusable times."""
     written: list[Path] = []
+    unusable = 0
     for row, outcome in rows:
-        if outcome.status == "completed":
+        if outcome.status != "completed":
+            continue
+        try:
             written += write_file_captions(
                 out, row.file_id, outcome.vtt, outcome.segments, vtt=vtt, srt=srt
             )
-    return written
+        except ValueError as exc:  # the provider's timings: the transcript itself is still kept
+            unusable += 1
+            get_run_logger().warning("no captions for %s: %s", row.file_id, exc)
+    return written, unusable
 
 
 @flow(name="transcribe-batch", persist_result=False, validate_parameters=True)
@@ -491,7 +501,7 @@ async def transcribe_batch(
     written = write_run(
         staging, context.flow_run_id, _run_date(), file_rows, segments, parsed.metadata_schema
     )
-    captions = _write_captions(staging, [(r, o) for r, _, o in per_row], vtt, srt)
+    captions, captions_failed = _write_captions(staging, [(r, o) for r, _, o in per_row], vtt, srt)
 
     summary = {
         **summarise(file_rows),
@@ -509,6 +519,7 @@ async def transcribe_batch(
         "segments_path": output.location(written.segments_path.relative_to(staging)),
         "quality": count_flags(file_rows),
         "budget": plan.summary() or None,
+        "captions_failed": captions_failed,
     }
     summary_path = write_summary(staging, context.flow_run_id, summary)
     report = await build_run_report(staging, context.flow_run_id)

@@ -17,6 +17,7 @@ import soundfile
 
 from invox import ACCEPTED_MIME_TYPES
 
+from .dataset import make_dirs
 from .manifest import ManifestRow
 
 __all__ = [
@@ -256,7 +257,8 @@ def _spool(uri: str, spool_dir: Path, shown: str) -> tuple[Path, int, str]:
         ) from None
     if info.get("type") == "directory":
         raise _Rejected("not_a_file", f"audio_path is a directory, not an audio file: {shown}")
-    spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(spool_dir.parent)  # <out>/.state as the output's setting says
+    make_dirs(spool_dir, private=True)  # copies of medical audio: owner-only whatever the setting
     handle, name = tempfile.mkstemp(dir=spool_dir, prefix="audio-")
     target = Path(name)
     try:

@@ -1,8 +1,10 @@
 """The audio-hours budget of a run: what may be submitted for payment, and cost estimates.
 
-Only audio this run would newly submit (and pay for) counts against ``max_audio_hours``. Cache
-hits and resumed polls of jobs already submitted are free and always settled. Audio is admitted
-in manifest order; once the next file would exceed the cap, nothing more is submitted.
+Only audio this flow run submits (and pays for) counts against ``max_audio_hours``, including
+what an earlier attempt of the same flow run (a Prefect Retry) already submitted and a lost job
+submitted again. Cache hits and resumed polls of jobs submitted by other runs are free and always
+settled. Audio is admitted in manifest order; once the next file would exceed the cap, nothing
+more is submitted.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ __all__ = ["BudgetPlan", "budget_line", "cost_line", "estimate_cost", "plan_budg
 SECONDS_PER_HOUR = 3600.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class BudgetPlan:
-    """Which units stay unsubmitted, and the hours on either side of the cap."""
+    """Which units stay unsubmitted, and the hours on either side of the cap (charged as it goes)."""
 
     cap_hours: float | None
     submitted_s: float = 0.0
@@ -38,15 +40,35 @@ class BudgetPlan:
             "not_submitted_audio_hours": round(self.skipped_s / SECONDS_PER_HOUR, 4),
         }
 
+    def admit(self, identity: str, duration_s: float | None) -> bool:
+        """Charge one more submission (a lost job sent again) if it still fits under the cap."""
+        if self.cap_hours is None:
+            return True
+        if duration_s is None:
+            self.skipped[identity] = "unknown"
+            self.unknown_duration += 1
+            return False
+        if self.submitted_s + duration_s > self.cap_hours * SECONDS_PER_HOUR:
+            self.skipped[identity] = "cap"
+            self.skipped_s += duration_s
+            return False
+        self.submitted_s += duration_s
+        return True
+
 
 def plan_budget(
-    units: Iterable[tuple[str, float | None, bool]], cap_hours: float | None
+    units: Iterable[tuple[str, float | None, bool]],
+    cap_hours: float | None,
+    spent_s: float = 0.0,
 ) -> BudgetPlan:
-    """Admit ``(identity, duration_s, would_pay)`` units in order until the cap would be exceeded."""
+    """Admit ``(identity, duration_s, would_pay)`` units in order until the cap would be exceeded.
+
+    ``spent_s`` is audio this flow run already submitted in an earlier attempt (a Retry).
+    """
     if cap_hours is None:
         return BudgetPlan(None)
     cap_s = cap_hours * SECONDS_PER_HOUR
-    used = skipped_s = 0.0
+    used, skipped_s = spent_s, 0.0
     skipped: dict[str, str] = {}
     unknown = 0
     full = False

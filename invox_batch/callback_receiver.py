@@ -201,8 +201,18 @@ def running_receiver(
     store: CallbackStore, config: ReceiverConfig, host: str = "127.0.0.1", port: int = 0
 ) -> Iterator[ThreadedServer]:
     """The receiver under uvicorn in a background thread, for the flow's in-process mode."""
-    with ThreadedServer(create_receiver_app(store, config), host=host, port=port) as server:
+    server = ThreadedServer(create_receiver_app(store, config), host=host, port=port)
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"callback_listen {host}:{port}: cannot listen ({exc.strerror or exc}); "
+            "pick a free port, or port 0 for any"
+        ) from None
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 def serve_receiver(

@@ -55,7 +55,7 @@ class CallbackStore:
     def first_sighting(self, fingerprint: str | bytes) -> bool:
         """Claim a signature (or body) atomically; False when it was claimed before: a replay."""
         seen = self.root / "seen"
-        make_dirs(seen)
+        make_dirs(seen, private=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             os.close(os.open(seen / _digest(fingerprint), flags, PRIVATE_FILE_MODE))
@@ -69,7 +69,7 @@ class CallbackStore:
 
     def record(self, request_id: str, record: dict[str, Any]) -> Recorded:
         """Write the record unless one exists for this request id (the first delivery wins)."""
-        make_dirs(self.root)
+        make_dirs(self.root, private=True)
         final = self.path_for(request_id)
         if final.exists():
             return "duplicate"

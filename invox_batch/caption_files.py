@@ -21,7 +21,7 @@ def _seconds(stamp: str) -> float:
     """Seconds of a WebVTT timestamp, ``HH:MM:SS.mmm`` or ``MM:SS.mmm``."""
     match = _TIME.fullmatch(stamp.strip())
     if not match:
-        raise ValueError(f"not a WebVTT timestamp: {stamp!r}")
+        raise ValueError("not a WebVTT timestamp")  # never quote it: cue text is PHI
     hours, minutes, secs, millis = match.groups()
     return int(hours or 0) * 3600 + int(minutes) * 60 + int(secs) + int(millis) / 1000
 
@@ -64,10 +64,20 @@ def write_file_captions(
     """``<out>/captions/<file_id>.vtt`` and/or ``.srt``, from the API's VTT when there is one."""
     if not (vtt or srt):
         return []
-    cues = vtt_to_segments(api_vtt) if api_vtt else _segments(segments)
+    cues = None if (api_vtt and not srt) else _cues(api_vtt, segments)
     return write_captions(
         out,
         file_id,
-        vtt=(api_vtt or segments_to_vtt(cues)) if vtt else None,
-        srt=segments_to_srt(cues) if srt else None,
+        vtt=(api_vtt or segments_to_vtt(cues or [])) if vtt else None,
+        srt=segments_to_srt(cues or []) if srt else None,
     )
+
+
+def _cues(api_vtt: str | None, segments: Sequence[Sequence[Any]]) -> list[Segment]:
+    """The API's VTT cues when they parse, else the result's segments."""
+    if api_vtt:
+        try:
+            return vtt_to_segments(api_vtt)
+        except ValueError:
+            pass
+    return _segments(segments)

@@ -38,3 +38,12 @@ def test_free_units_never_count_and_unknown_durations_are_not_submitted() -> Non
 def test_cost_line() -> None:
     assert cost_line(5400.0, 2.0) == "estimated cost: 1.5000 h x 2 per hour = 3.00"
     assert cost_line(0.0, 2.0, unknown=2).endswith("(plus 2 files of unknown duration)")
+
+
+def test_a_resubmission_is_charged_and_refused_once_the_cap_is_reached() -> None:
+    plan = plan_budget([("a", 1800.0, True)], 1.0, spent_s=600.0)
+    assert plan.submitted_s == 2400.0
+    assert plan.admit("lost", 1200.0) and plan.submitted_s == 3600.0
+    assert not plan.admit("lost-too", 1.0) and plan.skipped == {"lost-too": "cap"}
+    assert not plan.admit("unknown", None) and plan.skipped["unknown"] == "unknown"
+    assert plan_budget([], None).admit("free", 7200.0)

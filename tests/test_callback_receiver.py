@@ -175,3 +175,13 @@ def test_sandbox_callbacks_are_verified_recorded_and_forgeries_refused(
     assert stale.status_code == 401  # createdAt is signed: changing it breaks the signature too
     assert other.status_code == 401 and not store.has("other")
     assert store.read(request_id) == record  # nothing a forger sent changed the record
+
+
+def test_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
+    store = CallbackStore(tmp_path / "callbacks")
+    with (
+        running_receiver(store, OPEN) as first,
+        pytest.raises(ConfigurationError, match="cannot listen"),
+        running_receiver(store, OPEN, port=first.port),
+    ):
+        pass

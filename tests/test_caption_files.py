@@ -46,3 +46,19 @@ def test_without_api_vtt_captions_come_from_segments(tmp_path: Path) -> None:
         "2\n01:01:01,500 --> 01:01:02,000\nNurse: later\n"
     )
     assert write_file_captions(tmp_path, "v3", None, segments, vtt=False, srt=False) == []
+
+
+def test_unparseable_api_vtt_is_kept_verbatim_and_srt_falls_back_to_segments(
+    tmp_path: Path,
+) -> None:
+    broken = "WEBVTT\n\n00:00.0 --> 00:01.0\nSECRET-CUE-TEXT\n"
+    segments = [(0.0, 1.0, "from segments", None)]
+    vtt, srt = write_file_captions(tmp_path, "f", broken, segments, vtt=True, srt=True)
+    assert vtt.read_text() == broken
+    assert "from segments" in srt.read_text() and "SECRET" not in srt.read_text()
+    try:
+        vtt_to_segments(broken)
+    except ValueError as exc:
+        assert "SECRET" not in str(exc) and "00:00.0" not in str(exc)  # cue text is PHI
+    else:
+        raise AssertionError("a malformed timestamp must be refused")

@@ -54,3 +54,15 @@ def test_dask_mode_completes_every_row_and_a_rerun_uploads_nothing(
     assert again.state.is_completed(), again.state.message
     assert again.calls == {"token": 0, "presign": 0, "upload": 0, "status": 0}
     assert again.summary["from_cache"] == 6
+
+
+def test_dask_mode_checks_the_credential_once_before_sending_anything_to_the_cluster(
+    sandbox: SandboxControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = write_csv_manifest(tmp_path / "m.csv", audio_set(tmp_path, 3, first_seed=640))
+    monkeypatch.setenv("INVOX_API_KEY", "not-the-key")
+    run = run_flow(sandbox, manifest, tmp_path / "out", task_runner="dask", retries=0)
+    assert run.summary["fatal_error_type"] == "unauthorized"
+    assert run.calls == {"token": 1, "presign": 0, "upload": 0, "status": 0}
+    assert run.summary["error_types"] == {"unauthorized": 3}
+    assert _settle_task_runs(run.flow_run_id) == 0

@@ -15,7 +15,7 @@ from invox_batch.cli import app
 from invox_batch.dataset import read_files
 from tasks.ledger import Generation
 
-from .flow_helpers import audio_set, files_of_run, run_flow, write_csv_manifest
+from .flow_helpers import audio_set, files_of_run, retry_flow_run, run_flow, write_csv_manifest
 from .helpers import SandboxControl
 
 HALF_SECOND_H = 0.5 / 3600  # audio_set makes 0.5 s recordings
@@ -115,3 +115,38 @@ def test_validate_estimates_the_cost(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     assert "total audio duration: 0:00:01 (0.00 h) over 2 files" in done.output
     assert "estimated cost: 0.0003 h x 36 per hour = 0.01" in done.output
+
+
+@pytest.mark.usefixtures("prefect_harness", "invox_env")
+def test_a_retry_of_a_capped_run_does_not_get_a_fresh_cap(
+    sandbox: SandboxControl, tmp_path: Path
+) -> None:
+    manifest = write_csv_manifest(tmp_path / "m.csv", audio_set(tmp_path, 4, first_seed=710))
+    out = tmp_path / "out"
+    capped = run_flow(sandbox, manifest, out, max_audio_hours=2.5 * HALF_SECOND_H)
+    assert capped.state.is_failed() and capped.calls["upload"] == 2
+
+    retried = retry_flow_run(capped.flow_run_id)
+    assert retried.is_failed()  # the two over the cap stay budget_exceeded
+    assert sum(sandbox.stats()["uploads_by_sha256"].values()) == 2
+    rows = files_of_run(read_files(out), capped.flow_run_id)
+    assert [r["error_type"] for r in rows] == [None, None, "budget_exceeded", "budget_exceeded"]
+
+
+@pytest.mark.usefixtures("prefect_harness", "invox_env")
+def test_a_lost_job_is_submitted_again_only_within_the_cap(
+    sandbox: SandboxControl, tmp_path: Path
+) -> None:
+    manifest = write_csv_manifest(tmp_path / "m.csv", audio_set(tmp_path, 3, first_seed=720))
+    out = tmp_path / "out"
+    sandbox.faults(processing_delay_s=[60.0, 60.0])
+    pending = run_flow(sandbox, manifest, out, poll_timeout_s=0.3)
+    assert pending.summary["error_types"] == {"timeout": 3}
+    sandbox.reset()  # the provider forgets the jobs: resuming them answers 404
+
+    capped = run_flow(sandbox, manifest, out, max_audio_hours=1.5 * HALF_SECOND_H)
+    assert capped.calls["upload"] == 1
+    rows = files_of_run(read_files(out), capped.flow_run_id)
+    kinds = sorted(str(r["error_type"]) for r in rows)  # which one fits first is a race
+    assert kinds == ["None", "budget_exceeded", "budget_exceeded"]
+    assert capped.summary["budget"]["not_submitted_files"] == 2

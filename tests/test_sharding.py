@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from flows.credentials import with_secret_block
 from flows.sharding import (
     aggregate,
+    child_parameters,
     parse_shard,
     shard_bounds,
     shard_count,
@@ -21,7 +22,7 @@ from flows.sharding import (
     take_shard,
     worker_host,
 )
-from invox import InvoxSettings
+from invox import ConfigurationError, InvoxSettings
 from invox_batch.manifest import read_manifest
 
 from .flow_helpers import audio_set, write_csv_manifest
@@ -112,3 +113,35 @@ def test_the_api_key_comes_from_the_secret_block_only_when_the_environment_has_n
     assert asyncio.run(with_secret_block(InvoxSettings())).api_key.get_secret_value() == (
         "from-the-env"
     )
+
+
+def test_children_share_the_cap_in_proportion_to_their_rows() -> None:
+    parent = {"manifest": "m.csv", "max_audio_hours": 10.0, "callback_listen": None}
+    children = [child_parameters(parent, 7, n, 3) for n in (1, 2, 3)]
+    assert [c["shard"] for c in children] == ["1/3", "2/3", "3/3"]
+    assert sum(c["max_audio_hours"] for c in children) == pytest.approx(10.0)
+    assert child_parameters({"manifest": "m.csv"}, 7, 1, 3).get("max_audio_hours") is None
+
+
+def test_children_get_a_receiver_port_of_their_own() -> None:
+    child = child_parameters({"callback_listen": "127.0.0.1:8766"}, 4, 1, 2)
+    assert child["callback_listen"] == "127.0.0.1:0"
+    assert child_parameters({"callback_listen": "[::1]:8766"}, 4, 1, 2)["callback_listen"] == (
+        "[::1]:0"
+    )
+    fixed = {"callback_listen": "0.0.0.0:8766", "callback_url": "https://cb.example/callbacks"}
+    with pytest.raises(ConfigurationError, match="invox-batch callbacks"):
+        child_parameters(fixed, 4, 1, 2)
+
+
+def test_aggregate_sums_the_childrens_budgets() -> None:
+    budget = {
+        "max_audio_hours": 1.0,
+        "submitted_audio_hours": 0.75,
+        "cap_hours_left": 0.25,
+        "not_submitted_files": 2,
+        "not_submitted_audio_hours": 0.5,
+    }
+    total = aggregate([{"budget": budget}, {"budget": budget}, {"budget": None}])["budget"]
+    assert total["max_audio_hours"] == 2.0 and total["not_submitted_files"] == 4
+    assert aggregate([{"rows": 1}])["budget"] is None
