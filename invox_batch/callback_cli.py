@@ -63,6 +63,8 @@ def serve_callbacks(
     say: Callable[[str], None],
 ) -> None:
     """Check the settings, then serve in the foreground until interrupted."""
+    from sandbox.server import port_free
+
     from .callback_receiver import ReceiverConfig, serve_receiver
     from .callback_store import CallbackStore
     from .output import Output
@@ -73,5 +75,8 @@ def serve_callbacks(
     except InvoxError as exc:
         say(f"error: {exc.message}")
         raise typer.Exit(EXIT_USAGE) from None
+    if not port_free(host, port):
+        say(f"error: {host}:{port} is in use; pick another with --port")
+        raise typer.Exit(EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     serve_receiver(CallbackStore(root), config, host, port, say)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -37,6 +38,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show [defaults] in brackets, literally
 )
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE = 0, 1, 2
@@ -224,6 +226,22 @@ def transcribe(
     raise typer.Exit(EXIT_OK if all(completed) else EXIT_FAILED_ROWS)
 
 
+def _credentials_checked(settings: InvoxSettings) -> InvoxSettings:
+    """With INVOX_BASE_URL set, the credential must be complete before anything is written."""
+    if not settings.base_url:
+        return settings  # the embedded sandbox brings its own
+    if not settings.api_key.get_secret_value():
+        from flows.credentials import with_secret_block
+
+        settings = asyncio.run(with_secret_block(settings))
+    if not (settings.app_id and settings.api_key.get_secret_value()):
+        raise _fail_usage(
+            "INVOX_BASE_URL is set but the credential is incomplete: set INVOX_APP_ID and "
+            "INVOX_API_KEY (or save the key as the Prefect Secret block invox-api-key)"
+        )
+    return settings
+
+
 def _export_api(settings: InvoxSettings) -> None:
     """The flow reads INVOX_* itself: hand it the API this command resolved (maybe a sandbox)."""
     os.environ["INVOX_BASE_URL"] = settings.base_url or ""
@@ -305,16 +323,18 @@ def run(
     from .progress import progress_display
 
     _file_permissions(shared_files)
-    if max_audio_hours is not None and max_audio_hours <= 0:
+    if max_audio_hours is not None and not (math.isfinite(max_audio_hours) and max_audio_hours > 0):
         raise _fail_usage("--max-audio-hours must be a positive number of hours")
     try:
         read_manifest(manifest)
-        Output.parse(out)
+        output = Output.parse(out)
     except ManifestError as exc:
         raise _fail_usage(str(exc)) from None
     except InvoxError as exc:
         raise _fail_usage(f"--out: {exc.message}") from None
-    settings = _client_settings()
+    if output.local and output.local.exists() and not output.local.is_dir():
+        raise _fail_usage(f"--out {out} is a file; give a folder for the dataset")
+    settings = _credentials_checked(_client_settings())
     if api_version:
         try:
             settings = InvoxSettings(api_version=api_version)

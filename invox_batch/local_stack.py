@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 
+from sandbox.server import port_free
+
 __all__ = [
     "POOL",
     "ROOT",
@@ -104,6 +106,20 @@ class Stack:
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"prefect server not healthy after {timeout_s}s; see the server log")
+
+    def wait_for_sandbox(self, port: int, timeout_s: float = 60.0) -> None:
+        """The sandbox we started answers on its port (not someone else's, not a dead pid)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.procs["sandbox"].poll() is not None:
+                raise RuntimeError(f"the sandbox exited; see {self.logs / 'sandbox.log'}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/_sandbox/stats", timeout=2.0).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"the sandbox did not answer on port {port}; see the sandbox log")
 
     def prefect(self, *args: str) -> str:
         """One ``prefect`` CLI command against this server; its output, or an error with it."""
@@ -224,20 +240,29 @@ def _serve() -> int:
         return 1
     port = int(os.environ.get("INVOX_BATCH_SERVE_PORT", "4200"))
     sandbox_port = int(os.environ.get("INVOX_BATCH_SANDBOX_PORT", "8765"))
+    for number, variable in (
+        (port, "INVOX_BATCH_SERVE_PORT"),
+        (sandbox_port, "INVOX_BATCH_SANDBOX_PORT"),
+    ):
+        if not port_free("127.0.0.1", number):
+            print(f"error: port {number} is in use (someone else's server?); set {variable}")
+            return 2
     stack = Stack(home=home, port=port, logs=logs)
     try:
         sandbox = [str(BIN / "invox-batch"), "sandbox", "--port", str(sandbox_port)]
         stack.spawn("sandbox", sandbox, stack.env())
         print(f"starting the Prefect server (logs in {logs}) ...", flush=True)
         seconds = stack.start_server()
+        stack.wait_for_sandbox(sandbox_port)
         stack.save_pids()
         stack.deploy()
         stack.start_worker("worker-1", _sandbox_env(sandbox_port))
         stack.save_pids()
-    except Exception:
+    except Exception as exc:
         stack.stop()
         (logs / "pids.json").unlink(missing_ok=True)
-        raise
+        print(f"error: {exc}")
+        return 1
     print(f"Prefect server up in {seconds:.1f} s; worker `worker-1` on pool `{POOL}`")
     print(f"UI:      {stack.ui_url}")
     print(f"Sandbox: http://127.0.0.1:{sandbox_port} (the worker's INVOX_BASE_URL)")

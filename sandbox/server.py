@@ -14,10 +14,22 @@ from starlette.types import ASGIApp
 from sandbox.app import create_app
 from sandbox.settings import SandboxSettings
 
-__all__ = ["SandboxServer", "ThreadedServer", "banner", "serve"]
+__all__ = ["SandboxServer", "ThreadedServer", "banner", "port_free", "serve"]
 
 _POLL_S = 0.01
 _GRACEFUL_SHUTDOWN_S = 5
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port`` yet (say so before starting, not after)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -116,3 +116,45 @@ def test_make_run_path_transcribes_the_samples_with_real_speech_recognition(
     rows = read_files(out).to_pylist()
     assert all(r["status"] == "completed" and r["text"] for r in rows)
     assert "analytics" not in done.stderr.lower() and "Traceback" not in done.stderr
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_an_incomplete_credential_is_refused_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clear_env(monkeypatch, "INVOX_APP_ID", "INVOX_API_KEY")
+    monkeypatch.setenv("INVOX_BASE_URL", "http://127.0.0.1:9")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(SAMPLES / "manifest.csv"), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "set INVOX_APP_ID and INVOX_API_KEY" in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-audio-hours", "nan"], "--max-audio-hours must be a positive number"),
+        (["--max-audio-hours", "inf"], "--max-audio-hours must be a positive number"),
+        (["--out", "FILE"], "is a file; give a folder"),
+    ],
+)
+def test_run_refuses_unusable_values_with_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    args = [str(afile) if a == "FILE" else a for a in args]
+    result = runner.invoke(app, ["run", str(SAMPLES / "manifest.csv"), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_the_receiver_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(app, ["callbacks", "--port", port, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and f"127.0.0.1:{port} is in use" in result.output
