@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 # Prefect state stays in the project, never in ~/.prefect; no telemetry offline; a fresh
-# SQLite database takes 14-19 s to migrate here, above the 20 s default start-up margin.
+# SQLite database takes 7-19 s to migrate here (the upper end on a busy machine), too close to
+# the 20 s default start-up margin.
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 60

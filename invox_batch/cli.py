@@ -257,8 +257,8 @@ def _read_summary(out: str, state: Any) -> dict[str, Any] | None:
     return None if text is None else cast(dict[str, Any], json.loads(text))
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    """A few plain lines: counts, errors, calls, where the Parquet went."""
+def _print_summary(summary: dict[str, Any], out: str) -> None:
+    """A few plain lines: counts, errors, calls, where the Parquet and the HTML report went."""
     typer.echo(
         f"{summary['completed']} of {summary['rows']} files completed, {summary['failed']} failed, "
         f"{summary['from_cache']} from cache; {summary['audio_hours']} audio hours; "
@@ -271,6 +271,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
     typer.echo("API calls: " + ", ".join(f"{k}={v}" for k, v in summary["api_calls"].items()))
     typer.echo(f"files:    {summary['files_path']}")
     typer.echo(f"segments: {summary['segments_path']}")
+    output = Output.parse(out)
+    report = Path("reports") / f"{summary['flow_run_id']}.html"
+    if output.is_remote or (output.local and (output.local / report).is_file()):
+        typer.echo(f"report:   {output.location(report)}")
 
 
 def _exit_status(summary: dict[str, Any]) -> int:
@@ -379,7 +383,7 @@ def run(
     if summary is None:
         _say(f"error: the run did not finish: {state.message}")
         raise typer.Exit(EXIT_FAILED_ROWS)
-    _print_summary(summary)
+    _print_summary(summary, out)
     if summary.get("budget"):
         from .budget import budget_line
 

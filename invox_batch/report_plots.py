@@ -9,6 +9,7 @@ from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["render_plots"]
 
@@ -42,6 +43,7 @@ def _status(statuses: Mapping[str, int], errors: Mapping[str, int]) -> Callable[
     def draw(axes: Axes) -> None:
         bars = axes.barh(labels[::-1], counts[::-1], color=colors[::-1])
         axes.bar_label(bars, padding=2)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("rows")
         axes.set_title("Status breakdown")
 
@@ -56,7 +58,9 @@ def _ttr(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
         values = [p["ttr_s"] for p in points if p["ttr_s"] is not None]
         if not values:
             return _placeholder(axes)
-        axes.hist(values, bins=min(30, max(5, len(values) // 2)), color="#1565c0")
+        bins = min(30, max(5, len(values) // 2))
+        axes.hist(values, bins=bins, color="#1565c0", edgecolor="white")
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("seconds from upload to result")
         axes.set_ylabel("files")
 
@@ -64,7 +68,7 @@ def _ttr(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
 
 
 def _throughput(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
-    """Cumulative files completed against minutes since each run's first upload."""
+    """Cumulative files completed against time since each run's first upload (s, or min)."""
 
     def draw(axes: Axes) -> None:
         axes.set_title("Throughput over the run")
@@ -73,12 +77,21 @@ def _throughput(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
             runs.setdefault(point["flow_run_id"], []).append(point)
         if not runs:
             return _placeholder(axes)
-        for run_id, rows in list(runs.items())[:6]:
-            start = min(p["submitted_at"] for p in rows)
-            minutes = sorted((p["completed_at"] - start).total_seconds() / 60 for p in rows)
-            counts = range(len(minutes) + 1)
-            axes.step([0.0, *minutes], counts, where="post", label=run_id[:8])
-        axes.set_xlabel("minutes since the run's first upload")
+        shown = list(runs.items())[:6]
+        elapsed = {
+            run_id: sorted(
+                (p["completed_at"] - min(q["submitted_at"] for q in rows)).total_seconds()
+                for p in rows
+            )
+            for run_id, rows in shown
+        }
+        longest = max((max(v) for v in elapsed.values() if v), default=0.0)
+        scale, unit = (60.0, "minutes") if longest > 300 else (1.0, "seconds")
+        for run_id, seconds in elapsed.items():
+            times = [s / scale for s in seconds]
+            axes.step([0.0, *times], range(len(times) + 1), where="post", label=run_id[:8])
+        axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel(f"{unit} since the run's first upload")
         axes.set_ylabel("files completed")
         axes.legend(title="flow run", fontsize="small")
 
