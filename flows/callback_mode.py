@@ -31,6 +31,7 @@ __all__ = [
     "Completion",
     "CompletionMode",
     "PollCompletion",
+    "check_completion",
     "completion_for",
     "parse_listen",
 ]
@@ -107,6 +108,16 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def check_completion(mode: CompletionMode, callback_url: str | None, listen: str | None) -> None:
+    """Callback mode needs somewhere for callbacks to arrive: a URL you run, or a listen address."""
+    if mode == "callback" and not (callback_url or listen):
+        raise ConfigurationError(
+            "completion='callback' needs callback_url (a receiver you run) or callback_listen"
+        )
+    if listen is not None:
+        parse_listen(listen)
+
+
 @contextmanager
 def completion_for(
     mode: CompletionMode,
@@ -121,12 +132,9 @@ def completion_for(
     if mode == "poll":
         yield PollCompletion(), callback_url
         return
+    check_completion(mode, callback_url, listen)
     completion = CallbackCompletion(CallbackStore(store_dir), grace_s)
     if listen is None:
-        if not callback_url:
-            raise ConfigurationError(
-                "completion='callback' needs callback_url (a receiver you run) or callback_listen"
-            )
         yield completion, callback_url
         _report(completion)
         return

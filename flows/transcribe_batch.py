@@ -39,7 +39,13 @@ from tasks import transcription
 from tasks.ledger import Generation, Ledger, audio_identity, result_key, upload_key
 
 from .budgeting import budget_outcome, over_budget, plan_units
-from .callback_mode import Completion, CompletionMode, PollCompletion, completion_for
+from .callback_mode import (
+    Completion,
+    CompletionMode,
+    PollCompletion,
+    check_completion,
+    completion_for,
+)
 from .credentials import with_secret_block
 from .dask_runner import dask_task_runner, settle_on_dask
 from .outcomes import (
@@ -53,7 +59,7 @@ from .outcomes import (
 )
 from .reporting import ProgressReporter, publish_outcomes, write_summary
 from .run_report import build_run_report, report_section
-from .sharding import fan_out, should_fan_out, take_shard, worker_host
+from .sharding import fan_out, parse_shard, should_fan_out, take_shard, worker_host
 
 __all__ = ["FATAL_ERROR_TYPES", "transcribe_batch"]
 
@@ -88,6 +94,39 @@ class Options:
     retry_base_delay_s: float
     completion: Completion = dataclasses.field(default_factory=PollCompletion)
     max_audio_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the run settles its files: completion mode, receiver, task runner, concurrency."""
+
+    completion: CompletionMode
+    callback_grace_s: float
+    callback_store: Path
+    callback_listen: str | None
+    task_runner: Literal["default", "dask"]
+    dask_address: str | None
+    max_concurrency: int
+    ledger_root: Path
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What settling the units gave: outcomes, calls made, a fatal stop, the budget."""
+
+    outcomes: dict[str, Outcome]
+    calls: dict[str, int]
+    stop: InvoxError | None
+    plan: BudgetPlan
+
+    def summary(self) -> dict[str, Any]:
+        """The run summary's part about the API: calls, the fatal stop, the budget."""
+        return {
+            "api_calls": self.calls,
+            "fatal_error_type": self.stop.error_type if self.stop else None,
+            "fatal_error_message": self.stop.message if self.stop else None,
+            "budget": self.plan.summary() or None,
+        }
 
 
 class CallCounter:
@@ -432,27 +471,18 @@ async def transcribe_batch(
         dask_address: Dask scheduler address; empty means a LocalCluster in the flow's process.
     """
     started = time.monotonic()
-    logger = get_run_logger()
     output = Output.parse(out)
-    settings = InvoxSettings(api_version=api_version) if api_version else InvoxSettings()
-    if not settings.base_url:
-        raise ConfigurationError(
-            "INVOX_BASE_URL is not set for this flow run: set it (and INVOX_APP_ID, "
-            "INVOX_API_KEY) in the worker's environment, or use `invox-batch run`"
-        )
-    if callback_url:
-        check_callback_url(callback_url)
-    settings = await with_secret_block(settings)
-    version = settings.api_version
+    settings = await _run_settings(api_version, callback_url, completion, callback_listen)
+    parse_shard(shard)  # a bad slice is refused before any audio is read
     state_dir = Path(result_storage) if result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
     if should_fan_out(len(parsed.rows), shard_size, shard):
         return await fan_out(parsed, output, shard_size, shard_deployment)
     parsed = take_shard(parsed, shard)
     checks = await _inspect_all(parsed, settings, state_dir / "spool")
-    identities = [_identity(check, settings, version) for check in checks]
+    identities = [_identity(check, settings, settings.api_version) for check in checks]
     units = _units(parsed, checks, identities)
-    logger.info("%d rows, %d unique audio files to settle", len(parsed.rows), len(units))
+    get_run_logger().info("%d rows, %d unique audio files to settle", len(parsed.rows), len(units))
 
     expiration = dt.timedelta(days=cache_expiration_days) if cache_expiration_days else None
     ledger = await Ledger.open(state_dir / "results", expiration)
@@ -467,31 +497,24 @@ async def transcribe_batch(
         retry_base_delay_s=retry_base_delay_s,
         max_audio_hours=max_audio_hours,
     )
+    execution = Execution(
+        completion=completion,
+        callback_grace_s=callback_grace_s,
+        callback_store=Path(callback_store) if callback_store else state_dir / "callbacks",
+        callback_listen=callback_listen,
+        task_runner=task_runner,
+        dask_address=dask_address,
+        max_concurrency=max_concurrency,
+        ledger_root=state_dir / "results",
+    )
     try:
-        with completion_for(
-            completion,
-            grace_s=callback_grace_s,
-            store_dir=Path(callback_store) if callback_store else state_dir / "callbacks",
-            listen=callback_listen,
-            callback_url=callback_url,
-            settings=settings,
-        ) as (waiter, url):
-            options = dataclasses.replace(options, callback_url=url, completion=waiter)
-            if task_runner == "dask":
-                runner = dask_task_runner(dask_address, max_concurrency)
-                results, run_id = state_dir / "results", str(flow_run.id)
-                settled = await settle_on_dask(
-                    settings, ledger, results, options, units, runner, run_id
-                )
-            else:
-                settled = await _settle_all(settings, ledger, options, units, max_concurrency)
-            outcomes, calls, stop, plan = settled
+        settled = await _settle_units(settings, ledger, options, units, execution)
     finally:
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
 
-    context = RunContext(flow_run_id=str(flow_run.id or "local"), api_version=version)
+    context = RunContext(flow_run_id=str(flow_run.id or "local"), api_version=settings.api_version)
     per_row = [
-        (row, check, outcomes[identity] if identity else _local_failure(check))
+        (row, check, settled.outcomes[identity] if identity else _local_failure(check))
         for row, check, identity in zip(parsed.rows, checks, identities, strict=True)
     ]
     file_rows = [file_row(r, c, o, context) for r, c, o in per_row]
@@ -502,35 +525,92 @@ async def transcribe_batch(
         staging, context.flow_run_id, _run_date(), file_rows, segments, parsed.metadata_schema
     )
     captions, captions_failed = _write_captions(staging, [(r, o) for r, _, o in per_row], vtt, srt)
-
     summary = {
         **summarise(file_rows),
         "flow_run_id": context.flow_run_id,
         "manifest": manifest,
         "shard": shard,
         "host": worker_host(),
-        "api_version": version,
+        "api_version": settings.api_version,
         "unique_audio": len(units),
-        "api_calls": calls,
-        "fatal_error_type": stop.error_type if stop else None,
-        "fatal_error_message": stop.message if stop else None,
+        **settled.summary(),
         "wall_s": round(time.monotonic() - started, 3),
         "files_path": output.location(written.files_path.relative_to(staging)),
         "segments_path": output.location(written.segments_path.relative_to(staging)),
         "quality": count_flags(file_rows),
-        "budget": plan.summary() or None,
         "captions_failed": captions_failed,
     }
-    summary_path = write_summary(staging, context.flow_run_id, summary)
-    report = await build_run_report(staging, context.flow_run_id)
+    parts = [written.files_path, written.segments_path, *captions]
+    return await _conclude(output, staging, summary, file_rows, parts)
+
+
+async def _run_settings(
+    api_version: str | None,
+    callback_url: str | None,
+    completion: CompletionMode,
+    callback_listen: str | None,
+) -> InvoxSettings:
+    """The run's API settings, refused up front (before any audio is read) when unusable."""
+    settings = InvoxSettings(api_version=api_version) if api_version else InvoxSettings()
+    if not settings.base_url:
+        raise ConfigurationError(
+            "INVOX_BASE_URL is not set for this flow run: set it and INVOX_APP_ID in the "
+            "worker's environment (the key as INVOX_API_KEY or the Secret block invox-api-key), "
+            "or use `invox-batch run`"
+        )
+    if callback_url:
+        check_callback_url(callback_url)
+    check_completion(completion, callback_url, callback_listen)
+    return await with_secret_block(settings)
+
+
+async def _settle_units(
+    settings: InvoxSettings,
+    ledger: Ledger,
+    options: Options,
+    units: dict[str, Unit],
+    execution: Execution,
+) -> Settled:
+    """Settle every unit in the run's completion mode, on the flow's loop or on Dask."""
+    with completion_for(
+        execution.completion,
+        grace_s=execution.callback_grace_s,
+        store_dir=execution.callback_store,
+        listen=execution.callback_listen,
+        callback_url=options.callback_url,
+        settings=settings,
+    ) as (waiter, url):
+        options = dataclasses.replace(options, callback_url=url, completion=waiter)
+        if execution.task_runner == "dask":
+            runner = dask_task_runner(execution.dask_address, execution.max_concurrency)
+            results, run_id = execution.ledger_root, str(flow_run.id)
+            return Settled(
+                *await settle_on_dask(settings, ledger, results, options, units, runner, run_id)
+            )
+        return Settled(
+            *await _settle_all(settings, ledger, options, units, execution.max_concurrency)
+        )
+
+
+async def _conclude(
+    output: Output,
+    staging: Path,
+    summary: dict[str, Any],
+    file_rows: list[dict[str, Any]],
+    parts: list[Path],
+) -> State[Any]:
+    """Write the summary and the HTML report, publish a remote output, say how the run ended."""
+    flow_run_id = summary["flow_run_id"]
+    summary_path = write_summary(staging, flow_run_id, summary)
+    report = await build_run_report(staging, flow_run_id)
     report_parts = [report.html] if report else []
     if output.is_remote:
-        parts = [written.files_path, written.segments_path, summary_path, *captions, *report_parts]
-        output.publish(staging, [p.relative_to(staging) for p in parts], context.flow_run_id)
+        every = [*parts, summary_path, *report_parts]
+        output.publish(staging, [p.relative_to(staging) for p in every], flow_run_id)
         shutil.rmtree(staging, ignore_errors=True)
     report_at = output.location(report.html.relative_to(staging)) if report else None
     await publish_outcomes(summary, file_rows, extra=report_section(report, report_at))
-    logger.info(
+    get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",
         summary["completed"],
         summary["failed"],
