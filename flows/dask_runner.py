@@ -12,25 +12,25 @@ import asyncio
 import datetime as dt
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from invox import InvoxError, InvoxSettings
+from invox import InvoxClient, InvoxError, InvoxSettings
 from invox_batch.budget import BudgetPlan
+from tasks import transcription
 from tasks.ledger import Generation, Ledger
 
 from .budgeting import over_budget, plan_units
 from .outcomes import Outcome
 from .reporting import ProgressReporter
-
-if TYPE_CHECKING:
-    from .transcribe_batch import Options, Unit
+from .settling import CallCounter, Options, Run, Unit, authenticate_once, settle_unit
 
 __all__ = ["dask_task_runner", "settle_on_dask"]
 
-Settled = tuple[Outcome, dict[str, int], InvoxError | None]
+TaskResult = tuple[Outcome, dict[str, int], InvoxError | None]
 
 
 def dask_task_runner(address: str | None, threads: int) -> Any:
@@ -51,15 +51,8 @@ async def settle(
     options: Options,
     unit: Unit,
     place: Generation,
-) -> Settled:
+) -> TaskResult:
     """Settle one identity with its own client: its outcome, the calls made, a fatal stop."""
-    import httpx
-
-    from invox import InvoxClient
-    from tasks import transcription
-
-    from .transcribe_batch import CallCounter, Run, _settle
-
     ledger = await Ledger.open(Path(results), expiration)
     counter = CallCounter(settings.token_path)
     hooks: dict[str, list[Any]] = {"request": [counter]}
@@ -68,7 +61,7 @@ async def settle(
         # A task cannot charge the run's shared budget: under a cap, a lost job is left to a rerun.
         run.budget = BudgetPlan(options.max_audio_hours, (options.max_audio_hours or 0) * 3600)
         with transcription.using_client(InvoxClient(settings, http=http)):
-            outcome = await _settle(run, unit, place, ProgressReporter(1))  # no artifact here
+            outcome = await settle_unit(run, unit, place, ProgressReporter(1))  # no artifact here
     return outcome, counter.as_dict(), run.stop
 
 
@@ -112,30 +105,23 @@ async def _check_credential(
     units: dict[str, Unit],
     todo: dict[str, Generation],
     progress: ProgressReporter,
-) -> tuple[dict[str, Settled], Counter[str]]:
+) -> tuple[dict[str, TaskResult], Counter[str]]:
     """One token call from the flow before anything reaches the cluster, as in the default mode.
 
     A refused credential or an unreachable API settles every file here (cached ones from the
     ledger, the rest as not attempted) instead of sending a storm of doomed tasks to the cluster.
     """
-    import httpx
-
-    from invox import InvoxClient
-    from tasks import transcription
-
-    from .transcribe_batch import CallCounter, Run, _authenticate_once, _settle
-
     counter = CallCounter(settings.token_path)
     pending = sum(p.action in ("submit", "poll") for p in todo.values())
     hooks: dict[str, list[Any]] = {"request": [counter]}
     async with httpx.AsyncClient(timeout=settings.timeout(), event_hooks=hooks) as http:
         run = Run(ledger, options, 1)
         with transcription.using_client(InvoxClient(settings, http=http)):
-            await _authenticate_once(run, pending)
-            stopped: dict[str, Settled] = {}
+            await authenticate_once(run, pending)
+            stopped: dict[str, TaskResult] = {}
             if run.stop is not None:
                 for i, place in todo.items():
-                    stopped[i] = (await _settle(run, units[i], place, progress), {}, run.stop)
+                    stopped[i] = (await settle_unit(run, units[i], place, progress), {}, run.stop)
     return stopped, Counter(counter.as_dict())
 
 
@@ -147,7 +133,7 @@ async def _settle_all_on(
     options: Options,
     units: dict[str, Unit],
     todo: dict[str, Generation],
-) -> dict[str, Settled]:
+) -> dict[str, TaskResult]:
     """Run the ``settle`` tasks on the cluster; a task that dies still yields a failed row."""
     parameters = {
         "settings": settings,
@@ -165,10 +151,10 @@ async def _settle_all_on(
         return {identity: await _collect(future) for identity, future in futures.items()}
 
 
-async def _collect(future: Any) -> Settled:
+async def _collect(future: Any) -> TaskResult:
     """The task's result, or a failed outcome when the task itself failed (worker lost, bug)."""
     try:
-        result: Settled = await asyncio.to_thread(future.result)
+        result: TaskResult = await asyncio.to_thread(future.result)
     except Exception as exc:
         message = f"the Dask task settling this file failed ({type(exc).__name__}); rerun it"
         return (

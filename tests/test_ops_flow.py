@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.budgeting import plan_units
-from flows.transcribe_batch import Unit
+from flows.settling import Unit
 from invox_batch.cli import app
 from invox_batch.dataset import read_files
 from tasks.ledger import Generation
