@@ -12,6 +12,8 @@ import pytest
 from sandbox.server import SandboxServer
 from sandbox.settings import SandboxSettings
 
+from ..helpers import SandboxControl
+
 FULL_ENV = "INVOX_TEST_ALL"
 
 
@@ -30,6 +32,18 @@ def own_sandbox() -> Iterator[SandboxServer]:
     """An instant sandbox for one module, never reset: its stats span every iteration."""
     with SandboxServer(SandboxSettings(processing="instant")) as server:
         yield server
+
+
+@pytest.fixture
+def own_api(own_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxControl:
+    """This process's INVOX_* pointed at the module's sandbox, reset; its control plane."""
+    control = SandboxControl(own_sandbox.base_url)
+    control.reset()
+    monkeypatch.setenv("INVOX_BASE_URL", own_sandbox.base_url)
+    monkeypatch.setenv("INVOX_APP_ID", own_sandbox.settings.app_id)
+    monkeypatch.setenv("INVOX_API_KEY", own_sandbox.settings.api_key)
+    monkeypatch.delenv("INVOX_CACHE_NAMESPACE", raising=False)
+    return control
 
 
 @pytest.fixture(scope="module")

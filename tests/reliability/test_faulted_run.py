@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from invox_batch.dataset import read_files
-from sandbox.server import SandboxServer
 
 from ..flow_helpers import files_of_run, make_wav, run_flow, write_csv_manifest
 from ..helpers import SandboxControl
@@ -18,16 +17,11 @@ EVERY = ("token", "presign", "upload", "status")
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_200_files_under_every_fault_complete_with_one_upload_each(
-    own_sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_api: SandboxControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    control = SandboxControl(own_sandbox.base_url)
-    control.reset()
-    monkeypatch.setenv("INVOX_BASE_URL", own_sandbox.base_url)
-    monkeypatch.setenv("INVOX_APP_ID", own_sandbox.settings.app_id)
-    monkeypatch.setenv("INVOX_API_KEY", own_sandbox.settings.api_key)
+    control = own_api
     monkeypatch.setenv("INVOX_READ_TIMEOUT_S", "4")  # slow answers (5 s) are lost to the client
     monkeypatch.setenv("INVOX_UPLOAD_CONFIRM_S", "8")
-    monkeypatch.delenv("INVOX_CACHE_NAMESPACE", raising=False)
     rows = [
         {
             "audio_path": make_wav(tmp_path / f"a{n:03d}.wav", 10_000 + n, 0.2).name,

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from invox_batch.dataset import read_files
-from sandbox.server import SandboxServer
 
 from ..flow_helpers import audio_set, files_of_run, run_flow, write_csv_manifest
 from ..helpers import SandboxControl
@@ -16,19 +15,11 @@ from ..helpers import SandboxControl
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_every_upload_answer_lost_still_one_upload_per_audio(
-    own_sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    own_api: SandboxControl, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    control = SandboxControl(own_sandbox.base_url)
-    control.reset()
-    for name, value in {
-        "INVOX_BASE_URL": own_sandbox.base_url,
-        "INVOX_APP_ID": own_sandbox.settings.app_id,
-        "INVOX_API_KEY": own_sandbox.settings.api_key,
-        "INVOX_READ_TIMEOUT_S": "1",
-        "INVOX_UPLOAD_CONFIRM_S": "10",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("INVOX_CACHE_NAMESPACE", raising=False)
+    control = own_api
+    monkeypatch.setenv("INVOX_READ_TIMEOUT_S", "1")
+    monkeypatch.setenv("INVOX_UPLOAD_CONFIRM_S", "10")
     manifest = write_csv_manifest(tmp_path / "m.csv", audio_set(tmp_path, 4))
     control.faults(slow_rate={"upload": 1.0}, slow_s=2.5)
 
