@@ -341,7 +341,7 @@ def run(
     settings = _credentials_checked(_client_settings())
     if api_version:
         try:
-            settings = InvoxSettings(api_version=api_version)
+            InvoxSettings(api_version=api_version)  # validate only: keep the checked credential
         except ValidationError:
             raise _fail_usage("--api-version must be a date such as 2025-11-01") from None
     if callback_url:
