@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.filesystems import WritableFileSystem
 
 from invox import InvoxClient, InvoxError, InvoxSettings
 from invox_batch.budget import BudgetPlan
@@ -46,14 +46,14 @@ def dask_task_runner(address: str | None, threads: int) -> Any:
 @task(name="settle", persist_result=False, cache_policy=NO_CACHE)
 async def settle(
     settings: InvoxSettings,
-    results: str,
+    storage: WritableFileSystem,
     expiration: dt.timedelta | None,
     options: Options,
     unit: Unit,
     place: Generation,
 ) -> TaskResult:
     """Settle one identity with its own client: its outcome, the calls made, a fatal stop."""
-    ledger = await Ledger.open(Path(results), expiration)
+    ledger = Ledger(storage, expiration)  # the block the flow already saved: no re-save per file
     counter = CallCounter(settings.token_path)
     hooks: dict[str, list[Any]] = {"request": [counter]}
     async with httpx.AsyncClient(timeout=settings.timeout(), event_hooks=hooks) as http:
@@ -68,7 +68,6 @@ async def settle(
 async def settle_on_dask(
     settings: InvoxSettings,
     ledger: Ledger,
-    results: Path,
     options: Options,
     units: dict[str, Unit],
     runner: Any,
@@ -84,9 +83,7 @@ async def settle_on_dask(
     skipped = {i: await over_budget(plan, i, units[i].duration_s, progress) for i in plan.skipped}
     todo = {i: places[i] for i in units if i not in skipped}
     stopped, calls = await _check_credential(settings, ledger, options, units, todo, progress)
-    settled = stopped or await _settle_all_on(
-        runner, settings, results, ledger, options, units, todo
-    )
+    settled = stopped or await _settle_all_on(runner, settings, ledger, options, units, todo)
     if not stopped:
         for identity, (outcome, _, _) in settled.items():
             await progress.advance(outcome.status, units[identity].duration_s)
@@ -128,7 +125,6 @@ async def _check_credential(
 async def _settle_all_on(
     runner: Any,
     settings: InvoxSettings,
-    results: Path,
     ledger: Ledger,
     options: Options,
     units: dict[str, Unit],
@@ -137,7 +133,7 @@ async def _settle_all_on(
     """Run the ``settle`` tasks on the cluster; a task that dies still yields a failed row."""
     parameters = {
         "settings": settings,
-        "results": str(results),
+        "storage": ledger.storage,
         "expiration": ledger.cache_expiration,
         "options": options,
     }

@@ -64,7 +64,6 @@ class Execution:
     task_runner: Literal["default", "dask"]
     dask_address: str | None
     max_concurrency: int
-    ledger_root: Path
 
 
 @dataclass(frozen=True)
@@ -244,7 +243,6 @@ async def transcribe_batch(
         task_runner=task_runner,
         dask_address=dask_address,
         max_concurrency=max_concurrency,
-        ledger_root=state_dir / "results",
     )
     try:
         settled = await _settle_units(settings, ledger, options, units, execution)
@@ -322,9 +320,8 @@ async def _settle_units(
         options = dataclasses.replace(options, callback_url=url, completion=waiter)
         if execution.task_runner == "dask":
             runner = dask_task_runner(execution.dask_address, execution.max_concurrency)
-            results, run_id = execution.ledger_root, str(flow_run.id)
             return Settled(
-                *await settle_on_dask(settings, ledger, results, options, units, runner, run_id)
+                *await settle_on_dask(settings, ledger, options, units, runner, str(flow_run.id))
             )
         return Settled(
             *await settle_all(settings, ledger, options, units, execution.max_concurrency)
