@@ -45,9 +45,9 @@ class RunReport:
         return sum(self.statuses.values())
 
 
-def _source(out: str | Path) -> str:
-    """The files table as a DuckDB relation over every run-date partition."""
-    pattern = f"{str(out).rstrip('/')}/files/*/*.parquet".replace("'", "''")
+def _source(out: str | Path, parts: str) -> str:
+    """The files table as a DuckDB relation over the matching parts of every run-date partition."""
+    pattern = f"{str(out).rstrip('/')}/files/*/{parts}".replace("'", "''")
     return (
         f"(SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
         "union_by_name = true) WHERE $run IS NULL OR flow_run_id = $run)"
@@ -95,7 +95,10 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
     """Aggregate the dataset under ``out`` (one run with ``run_id``); raises ReportError."""
     if not any(Path(out).glob("files/*/*.parquet")):
         raise ReportError(f"no Parquet dataset under {out}/files: run `invox-batch run` first")
-    src = _source(out)
+    parts = f"{run_id}.parquet" if run_id else "*.parquet"  # a run's rows are in its own parts
+    if not any(Path(out).glob(f"files/*/{parts}")):
+        raise ReportError(f"run {run_id} is not in {out}: see `invox-batch report {out}`")
+    src = _source(out, parts)
     with duckdb.connect() as con:
         runs = _runs(con, src, run_id)
         if not runs:

@@ -78,13 +78,7 @@ def _throughput(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
         if not runs:
             return _placeholder(axes)
         shown = list(runs.items())[:6]
-        elapsed = {
-            run_id: sorted(
-                (p["completed_at"] - min(q["submitted_at"] for q in rows)).total_seconds()
-                for p in rows
-            )
-            for run_id, rows in shown
-        }
+        elapsed = {run_id: _elapsed_s(rows) for run_id, rows in shown}
         longest = max((max(v) for v in elapsed.values() if v), default=0.0)
         scale, unit = (60.0, "minutes") if longest > 300 else (1.0, "seconds")
         for run_id, seconds in elapsed.items():
@@ -96,6 +90,12 @@ def _throughput(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
         axes.legend(title="flow run", fontsize="small")
 
     return draw
+
+
+def _elapsed_s(rows: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Seconds from the run's first upload to each result, in order."""
+    first = min(p["submitted_at"] for p in rows)
+    return sorted((p["completed_at"] - first).total_seconds() for p in rows)
 
 
 def _duration_vs_time(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
