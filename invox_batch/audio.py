@@ -15,7 +15,7 @@ from typing import IO, Literal, TypeVar
 import fsspec
 import soundfile
 
-from invox import ACCEPTED_MIME_TYPES
+from invox import ACCEPTED_MIME_TYPES, DEFAULT_MIME_TYPES
 
 from .dataset import make_dirs
 from .manifest import ManifestRow
@@ -44,12 +44,7 @@ _HEAD_BYTES = 4096
 
 # Families the API accepts, keyed by the extension whose configured mime type they are sent as.
 _FAMILY_MIME = {
-    ".wav": "audio/wav",
-    ".mp3": "audio/mp3",
-    ".flac": "audio/flac",
-    ".ogg": "audio/ogg",
-    ".m4a": "audio/m4a",
-    ".webm": "audio/webm",
+    ext: DEFAULT_MIME_TYPES[ext] for ext in (".wav", ".mp3", ".flac", ".ogg", ".m4a", ".webm")
 }
 _SNDFILE_FAMILY = {"WAV": ".wav", "WAVEX": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
 _M4A_BRANDS = frozenset({b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "})

@@ -10,7 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import BinaryIO
 
-from .dataset import atomic_write, make_dirs
+from .dataset import atomic_write
 
 Segment = tuple[float, float, str, str | None]
 
@@ -114,8 +114,7 @@ def write_captions(
     ]
     if not documents:
         return []
-    folder = Path(out) / "captions"
-    make_dirs(folder, private=private)
+    folder = Path(out) / "captions"  # atomic_write creates it (owner-only unless shared)
     stem = safe_stem(file_id)
     written = []
     for suffix, text in documents:

@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.registry import known_implementations
 
+from .dataset import FILES_SCHEMA, PARTITION_COLUMN
+
 __all__ = [
     "FORMATS",
     "RESERVED_COLUMNS",
@@ -32,31 +34,7 @@ __all__ = [
     "read_manifest",
 ]
 
-RESERVED_COLUMNS: frozenset[str] = frozenset(
-    {
-        "file_id",
-        "audio_path",
-        "sha256",
-        "bytes",
-        "mime_type",
-        "duration_s",
-        "status",
-        "error_type",
-        "error_message",
-        "request_id",
-        "text",
-        "n_segments",
-        "attempts",
-        "from_cache",
-        "submitted_at",
-        "completed_at",
-        "api_version",
-        "flow_run_id",
-        "quality",
-        "run_date",
-        "row_index",
-    }
-)
+RESERVED_COLUMNS: frozenset[str] = frozenset({*FILES_SCHEMA.names, PARTITION_COLUMN})
 INPUT_COLUMNS = ("audio_path", "file_id", "mime_type")
 
 Format = Literal["csv", "jsonl", "parquet"]
