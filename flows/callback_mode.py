@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,12 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from prefect import get_run_logger
-from prefect.exceptions import MissingContextError
-
 from invox import ConfigurationError, InvoxSettings, PollPolicy, check_callback_url
 from invox_batch.callback_receiver import CALLBACK_PATH, ReceiverConfig, running_receiver
 from invox_batch.callback_store import CallbackStore
+from tasks.transcription import run_logger
 
 __all__ = [
     "CallbackCompletion",
@@ -74,7 +71,9 @@ class CallbackCompletion:
             self.counts["callback"] += 1
         else:
             self.counts["fallback"] += 1
-            _log().info("no callback for request %s after %gs; polling instead", request_id, limit)
+            run_logger("invox_batch.callbacks").info(
+                "no callback for request %s after %gs; polling instead", request_id, limit
+            )
         waited = time.monotonic() - started
         return dataclasses.replace(
             base,
@@ -90,14 +89,6 @@ class CallbackCompletion:
                 return False
             await asyncio.sleep(min(self.check_every_s, left))
         return True
-
-
-def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The flow run's logger, or a plain one outside a run (unit tests, scripts)."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("invox_batch.callbacks")
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -142,14 +133,16 @@ def completion_for(
     config = ReceiverConfig.from_settings(settings)
     with running_receiver(completion.store, config, host, port) as server:
         url = callback_url or check_callback_url(f"{server.base_url}{CALLBACK_PATH}")
-        _log().info("callback receiver listening on %s%s", server.base_url, CALLBACK_PATH)
+        run_logger("invox_batch.callbacks").info(
+            "callback receiver listening on %s%s", server.base_url, CALLBACK_PATH
+        )
         yield completion, url
     _report(completion)
 
 
 def _report(completion: CallbackCompletion) -> None:
     """One line: how many requests a callback settled and how many fell back to polling."""
-    _log().info(
+    run_logger("invox_batch.callbacks").info(
         "callback mode: %d requests signalled by callback, %d fell back to polling",
         completion.counts["callback"],
         completion.counts["fallback"],

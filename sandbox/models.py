@@ -360,31 +360,32 @@ class SandboxBackend:
             draw -= rate
         return None
 
+    def _draw(self, rate: float, stream: str, counted_as: str | None = None) -> bool:
+        """One seeded draw at ``rate`` (no stream is touched at 0), counted when asked."""
+        hit = rate > 0.0 and self.random(stream).random() < rate
+        if counted_as is not None:
+            self.stats.count_injected(counted_as, hit)
+        return hit
+
     def draw_slow(self, endpoint: Endpoint) -> float:
         """Seconds to hold this answer back after doing the work (0 for most requests)."""
         rate = self.faults.slow_rate.get(endpoint, 0.0)
-        hit = rate > 0.0 and self.random(f"slow:{endpoint}").random() < rate
-        self.stats.count_injected(f"slow:{endpoint}", hit)
+        hit = self._draw(rate, f"slow:{endpoint}", f"slow:{endpoint}")
         return self.faults.slow_s if hit else 0.0
 
     def draw_malformed(self, endpoint: Endpoint) -> bool:
         """Whether this answer is replaced by a 200 whose body breaks the contract."""
         rate = self.faults.malformed_rate.get(endpoint, 0.0)
-        hit = rate > 0.0 and self.random(f"malformed:{endpoint}").random() < rate
-        self.stats.count_injected(f"malformed:{endpoint}", hit)
-        return hit
+        return self._draw(rate, f"malformed:{endpoint}", f"malformed:{endpoint}")
 
     def draw_upload_stall(self) -> float:
         """Seconds this upload pauses in the middle of its body."""
-        rate = self.faults.stall_upload_rate
-        hit = rate > 0.0 and self.random("stall_upload").random() < rate
-        self.stats.count_injected("stall:upload", hit)
+        hit = self._draw(self.faults.stall_upload_rate, "stall_upload", "stall:upload")
         return self.faults.stall_upload_s if hit else 0.0
 
     def draw_callback_drop(self) -> bool:
         """Whether this job's callback is silently never sent."""
-        rate = self.faults.drop_callback_rate
-        return rate > 0.0 and self.random("drop_callback").random() < rate
+        return self._draw(self.faults.drop_callback_rate, "drop_callback")
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -466,8 +467,7 @@ class SandboxBackend:
 
     def _draw_job_error(self) -> bool:
         """Random job failure at ``job_error_rate``."""
-        rate = self.faults.job_error_rate
-        return rate > 0.0 and self.random("job_error").random() < rate
+        return self._draw(self.faults.job_error_rate, "job_error")
 
     # -- background tasks and lifecycle ---------------------------------------------------
 

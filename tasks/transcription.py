@@ -44,6 +44,7 @@ __all__ = [
     "retry_delays",
     "retry_if_transient",
     "retry_unless_unreachable",
+    "run_logger",
     "upload",
     "using_client",
 ]
@@ -100,12 +101,14 @@ async def _wait_retry_after(error: InvoxError) -> None:
         await asyncio.sleep(min(error.retry_after, RETRY_AFTER_CAP_S))
 
 
-def _log() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    """The task run's logger, or a plain one when a body is called directly (``task.fn``)."""
+def run_logger(
+    fallback: str = "invox_batch.tasks",
+) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The run's logger, or a plain one outside a run (``task.fn``, unit tests, scripts)."""
     try:
         return get_run_logger()
     except MissingContextError:
-        return logging.getLogger("invox_batch.tasks")
+        return logging.getLogger(fallback)
 
 
 def _is_retry() -> bool:
@@ -157,7 +160,7 @@ async def presign(file_id: str, mime_type: str, callback_url: str | None) -> dic
         await _wait_retry_after(exc)
         raise
     failpoint("presign")
-    _log().debug("presigned %s as request %s", file_id, slot.request_id)
+    run_logger().debug("presigned %s as request %s", file_id, slot.request_id)
     return {"presigned_url": slot.presigned_url, "request_id": slot.request_id}
 
 
@@ -183,7 +186,7 @@ async def upload(
     grace = client.settings.upload_confirm_s
     landed = await find_landed(client, cache_key, grace)
     if landed is not None:  # an earlier attempt's audio arrived but its record was never saved
-        _log().warning(
+        run_logger().warning(
             "%s was already received as request %s; not uploading again", file_id, landed
         )
         return _upload_record(landed)
@@ -194,7 +197,7 @@ async def upload(
         try:
             await _put(client, cache_key, url, request_id, path, mime_type)
         except UploadURLRejectedError:
-            _log().warning("upload URL for %s refused; requesting a fresh one", file_id)
+            run_logger().warning("upload URL for %s refused; requesting a fresh one", file_id)
             fresh = await client.generate_presigned_url(mime_type, callback_url)
             await _put(client, cache_key, fresh.presigned_url, fresh.request_id, path, mime_type)
             request_id = fresh.request_id
@@ -202,7 +205,7 @@ async def upload(
         await _wait_retry_after(exc)
         raise
     failpoint("upload")  # accepted by the provider, record not yet saved: the riskiest instant
-    _log().info("uploaded %s as request %s", file_id, request_id)
+    run_logger().info("uploaded %s as request %s", file_id, request_id)
     return _upload_record(request_id)
 
 
@@ -223,7 +226,7 @@ async def _put(
         if not await confirm_landed(client, request_id, client.settings.upload_confirm_s):
             forget_intent(cache_key, request_id)  # judged not received: the retry uploads anew
             raise
-        _log().warning("upload answer lost, but request %s received the audio", request_id)
+        run_logger().warning("upload answer lost, but request %s received the audio", request_id)
     except (InvoxError, OSError):
         forget_intent(cache_key, request_id)  # refused or never sent: nothing to confirm later
         raise
@@ -240,7 +243,7 @@ async def poll(file_id: str, cache_key: str, request_id: str, policy: PollPolicy
     """Wait for the job to end; only a terminal result is persisted, so a timeout resumes later."""
     failpoint("poll")
     result = await current_client().wait_for_transcription(request_id, policy)
-    _log().info("%s ended %s (request %s)", file_id, result.status, request_id)
+    run_logger().info("%s ended %s (request %s)", file_id, result.status, request_id)
     return {
         "request_id": request_id,
         "status": result.status,
