@@ -19,7 +19,15 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from invox import InvoxClient, InvoxError, InvoxSettings, NotFoundError, PollPolicy
+from invox import (
+    TERMINAL_STATUSES,
+    InvoxClient,
+    InvoxError,
+    InvoxSettings,
+    NotFoundError,
+    PollPolicy,
+    PollTimer,
+)
 from invox_batch.budget import BudgetPlan
 from tasks import transcription
 from tasks.ledger import Generation, Ledger, result_key, upload_key
@@ -110,16 +118,16 @@ class Run:
         self.stop: InvoxError | None = None
         self.budget = BudgetPlan(options.max_audio_hours)
         self.delays = transcription.retry_delays(options.retries, options.retry_base_delay_s)
+        self.timer = PollTimer(prior_ratio=options.first_poll_ratio)
         self.authenticate = transcription.authenticate.with_options(
             retries=options.retries, retry_delay_seconds=self.delays
         )
 
     def policy(self, duration_s: float | None) -> PollPolicy:
-        """First poll when the job is likely done, judged from the audio's duration."""
-        first = (duration_s or 2.0) * self.options.first_poll_ratio
-        return PollPolicy(
+        """First poll when the job is likely done: duration times the speed seen so far."""
+        return self.timer.policy(
+            duration_s,
             timeout_s=self.options.poll_timeout_s,
-            first_delay_s=min(max(first, 0.05), self.options.max_poll_interval_s),
             max_delay_s=self.options.max_poll_interval_s,
         )
 
@@ -153,11 +161,23 @@ class Run:
         await self.ledger.save(key, record)  # upload records never expire: that would pay again
         return record
 
+    def _learner(self, unit: Unit, policy: PollPolicy) -> transcription.PollObserver:
+        """Teach the timer whether this job was already done at its first poll."""
+
+        def observe(attempt: int, status: str) -> None:
+            if attempt == 1:
+                terminal = status in TERMINAL_STATUSES
+                self.timer.observe(unit.duration_s, terminal, first_delay_s=policy.first_delay_s)
+
+        return observe
+
     async def collect(self, unit: Unit, upload: dict[str, Any], generation: int) -> dict[str, Any]:
         """Wait for the job's terminal result and keep it; a timeout keeps nothing (resumable)."""
         request_id = str(upload["request_id"])
-        policy = await self.options.completion.policy(request_id, self.policy(unit.duration_s))
-        result = await transcription.fetch_result(unit.label, request_id, policy)
+        scheduled = self.policy(unit.duration_s)
+        policy = await self.options.completion.policy(request_id, scheduled)
+        learn = self._learner(unit, policy) if policy is scheduled else None
+        result = await transcription.fetch_result(unit.label, request_id, policy, learn)
         key = result_key(unit.identity, generation)
         await self.ledger.save(key, result, self.ledger.cache_expiration)
         return result

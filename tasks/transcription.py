@@ -312,11 +312,7 @@ async def fetch_result(
 ) -> dict[str, Any]:
     """The ``poll`` step as a plain coroutine: the terminal result as the ledger keeps it."""
     failpoint("poll")
-    client = current_client()
-    if on_poll is None:
-        result = await client.wait_for_transcription(request_id, policy)
-    else:
-        result = await client.wait_for_transcription(request_id, policy, on_poll=on_poll)
+    result = await current_client().wait_for_transcription(request_id, policy, on_poll=on_poll)
     run_logger().info("%s ended %s (request %s)", file_id, result.status, request_id)
     return {
         "request_id": request_id,
