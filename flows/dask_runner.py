@@ -74,9 +74,7 @@ async def settle_on_dask(
     flow_run_id: str,
 ) -> tuple[dict[str, Outcome], dict[str, int], InvoxError | None, BudgetPlan]:
     """Submit one ``settle`` task per identity within budget; outcomes, calls, stop, budget."""
-    places = {
-        i: await ledger.locate(i, options.max_resubmits, options.force, flow_run_id) for i in units
-    }
+    places = await ledger.locate_all(units, options.max_resubmits, options.force, flow_run_id)
     plan = plan_units(units.values(), places, options.max_audio_hours, flow_run_id)
     progress = ProgressReporter(len(units))
     await progress.start()

@@ -12,12 +12,13 @@ import math
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.utilities.annotations import quote
 
 from invox import (
     TERMINAL_STATUSES,
@@ -292,6 +293,11 @@ async def authenticate_once(run: Run, pending: int) -> None:
         run.stop = exc
 
 
+def _as_is(value: T) -> T:
+    """A task parameter Prefect passes through without walking it (records, gates, clients)."""
+    return cast(T, quote(value))
+
+
 @task(
     name="settle-files",
     task_run_name="settle[{label}]",
@@ -299,16 +305,10 @@ async def authenticate_once(run: Run, pending: int) -> None:
     persist_result=False,
 )
 async def settle_files(
-    label: str,
-    run: Run,
-    group: list[Unit],
-    places: dict[str, Generation],
-    progress: ProgressReporter,
+    label: str, run: Run, work: list[tuple[Unit, Generation]], progress: ProgressReporter
 ) -> list[Outcome]:
     """Settle a group of files as one task run, on the flow's loop, client and gate."""
-    return list(
-        await asyncio.gather(*(settle_unit(run, u, places[u.identity], progress) for u in group))
-    )
+    return list(await asyncio.gather(*(settle_unit(run, u, p, progress) for u, p in work)))
 
 
 async def settle_all(
@@ -327,10 +327,7 @@ async def settle_all(
         run = Run(ledger, options, concurrency)
         with transcription.using_client(InvoxClient(settings, http=http)):
             run_id = str(flow_run.id)
-            places = {
-                i: await ledger.locate(i, options.max_resubmits, options.force, run_id)
-                for i in units
-            }
+            places = await ledger.locate_all(units, options.max_resubmits, options.force, run_id)
             plan = plan_units(units.values(), places, options.max_audio_hours, run_id)
             run.budget = plan
             pending = sum(p.action in ("submit", "poll") for p in places.values())
@@ -346,23 +343,25 @@ async def settle_in_batches(
     progress: ProgressReporter,
     concurrency: int,
 ) -> dict[str, Outcome]:
-    """Settle the identities as a few task runs of many files each, in manifest order."""
+    """Settle what is paid for from the ledger, the rest as a few task runs of many files."""
     plan = run.budget
-    work = {i: p for i, p in places.items() if i not in plan.skipped}
-    skipped = {i: await over_budget(plan, i, units[i].duration_s, progress) for i in plan.skipped}
-    groups = batches([units[i] for i in work], run.options.files_per_task)
+    outcomes = {i: await over_budget(plan, i, units[i].duration_s, progress) for i in plan.skipped}
+    for i, place in places.items():
+        if place.action in ("done", "exhausted"):  # no API call, so no task run either
+            outcomes[i] = await settle_unit(run, units[i], place, progress)
+    groups = batches([units[i] for i in places if i not in outcomes], run.options.files_per_task)
     size = max((len(g) for g in groups), default=1)
     # Enough task runs open to keep the gate full, not hundreds of them idle in the UI.
     opened = asyncio.Semaphore(max(2, 2 * math.ceil(concurrency / size)))
 
     async def one(group: list[Unit]) -> list[Outcome]:
+        work = [(u, places[u.identity]) for u in group]
         async with opened:
-            return await settle_files(batch_label(group), run, group, work, progress)
+            return await settle_files(
+                batch_label(group), _as_is(run), _as_is(work), _as_is(progress)
+            )
 
     results = await asyncio.gather(*(one(g) for g in groups))
-    done = {
-        u.identity: o
-        for g, r in zip(groups, results, strict=True)
-        for u, o in zip(g, r, strict=True)
-    }
-    return {i: skipped[i] if i in skipped else done[i] for i in units}
+    for group, settled in zip(groups, results, strict=True):
+        outcomes.update((u.identity, o) for u, o in zip(group, settled, strict=True))
+    return {i: outcomes[i] for i in units}

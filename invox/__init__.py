@@ -28,7 +28,7 @@ from ._exceptions import (
     error_from_response,
     parse_retry_after,
 )
-from ._limiter import AdaptiveLimiter
+from ._limiter import AdaptiveLimiter, unlimited
 from ._models import (
     TERMINAL_STATUSES,
     CallbackPayload,
@@ -104,5 +104,6 @@ __all__ = [
     "poll_until_terminal",
     "redact_url",
     "sign_callback",
+    "unlimited",
     "verify_callback_signature",
 ]

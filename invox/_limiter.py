@@ -5,19 +5,33 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Literal
 
 import httpx
 
-__all__ = ["AdaptiveLimiter", "Outcome", "outcome_of", "send_limited"]
+__all__ = ["AdaptiveLimiter", "Outcome", "outcome_of", "send_limited", "unlimited"]
 
 Outcome = Literal["ok", "rate_limited", "neutral"]
 
 # Tickets of the slots the current task holds via ``async with limiter`` (innermost last).
 _HELD: ContextVar[tuple[int, ...]] = ContextVar("invox_limiter_held", default=())
+_BYPASS: ContextVar[bool] = ContextVar("invox_limiter_bypass", default=False)
+BYPASSED = -1  # the ticket of a request that skipped the queue
+
+
+@contextmanager
+def unlimited() -> Iterator[None]:
+    """Let the calls in this block skip the limiter: the few probes that settle whether audio
+    already landed must not wait behind a throttled queue until their window closes."""
+    token = _BYPASS.set(True)
+    try:
+        yield
+    finally:
+        _BYPASS.reset(token)
 
 
 def outcome_of(status_code: int | None) -> Outcome:
@@ -66,6 +80,8 @@ class AdaptiveLimiter:
 
     async def acquire(self) -> int:
         """Wait for a slot; the ticket goes back to ``release`` (FIFO, cancellation-safe)."""
+        if _BYPASS.get():
+            return BYPASSED
         if self.in_flight < self.slots and not self._waiters:
             self.in_flight += 1
             return self._epoch
@@ -82,6 +98,8 @@ class AdaptiveLimiter:
 
     def release(self, ticket: int, outcome: Outcome) -> None:
         """Give the slot back and adapt the limit to how the request went."""
+        if ticket == BYPASSED:
+            return
         self.in_flight -= 1
         if outcome == "ok":
             self._grow()

@@ -9,12 +9,16 @@ rerun skips work without even a cached task run.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from prefect._internal.result_records import ResultRecord
 from prefect.filesystems import WritableFileSystem
 from prefect.results import ResultStore
 from prefect.serializers import JSONSerializer
@@ -90,27 +94,43 @@ class Ledger:
         expiration: Any = now("UTC") + expires_in if expires_in else None  # Prefect's DateTime
         await self._store.awrite(obj=record, key=key, expiration=expiration)
 
-    async def newest(self, identity: str) -> tuple[int, dict[str, Any] | None]:
-        """The highest generation with an upload record (-1 and None when there is none)."""
-        number, upload = -1, None
-        while (record := await self.read(upload_key(identity, number + 1))) is not None:
-            number, upload = number + 1, record
-        return number, upload
+    def _read_known(self, key: str, names: set[str] | None) -> dict[str, Any] | None:
+        """Like ``read``, synchronously, skipping keys a folder listing says are absent."""
+        if names is not None and key not in names:
+            return None
+        try:
+            content = (self.root / key).read_bytes()
+            record: ResultRecord[Any] = ResultRecord.deserialize(
+                content, backup_serializer=JSONSerializer()
+            )
+        except (OSError, ValueError):
+            return None
+        expiration = record.metadata.expiration
+        if expiration is not None and expiration <= dt.datetime.now(dt.UTC):
+            return None
+        return record.result if isinstance(record.result, dict) else None
 
-    async def locate(
-        self, identity: str, max_resubmits: int, force: bool, flow_run_id: str | None = None
+    def _locate(
+        self,
+        identity: str,
+        max_resubmits: int,
+        force: bool,
+        flow_run_id: str | None,
+        names: set[str] | None = None,
     ) -> Generation:
         """Decide what this run must do for an identity; the newest generation always wins.
 
         ``force`` starts a new generation, unless the newest one was paid for by this same flow
         run (a Prefect retry of a forced run resumes instead of paying again).
         """
-        number, upload = await self.newest(identity)
+        number, upload = -1, None
+        while (record := self._read_known(upload_key(identity, number + 1), names)) is not None:
+            number, upload = number + 1, record
         if upload is None:
             return Generation(0, "submit")
         if force and upload.get("flow_run_id") != flow_run_id:
             return Generation(number + 1, "submit")
-        result = await self.read(result_key(identity, number))
+        result = self._read_known(result_key(identity, number), names)
         if result is None:
             return Generation(number, "poll", upload)
         if result.get("status") == "COMPLETED":
@@ -118,3 +138,22 @@ class Ledger:
         if number >= max_resubmits and not force:
             return Generation(number, "exhausted", upload, result)
         return Generation(number + 1, "submit")
+
+    async def locate(
+        self, identity: str, max_resubmits: int, force: bool, flow_run_id: str | None = None
+    ) -> Generation:
+        """Where one identity stands (see ``_locate``), read off the event loop."""
+        return await asyncio.to_thread(self._locate, identity, max_resubmits, force, flow_run_id)
+
+    async def locate_all(
+        self, identities: Iterable[str], max_resubmits: int, force: bool, flow_run_id: str | None
+    ) -> dict[str, Generation]:
+        """Where every identity stands, from one folder listing and only the records that exist."""
+
+        def locate_each() -> dict[str, Generation]:
+            names = set(os.listdir(self.root)) if self.root.is_dir() else set()
+            return {
+                i: self._locate(i, max_resubmits, force, flow_run_id, names) for i in identities
+            }
+
+        return await asyncio.to_thread(locate_each)

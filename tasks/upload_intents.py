@@ -20,7 +20,7 @@ from pathlib import Path
 
 from prefect.context import TaskRunContext
 
-from invox import InvoxClient, InvoxError, NotFoundError
+from invox import InvoxClient, InvoxError, NotFoundError, unlimited
 from invox_batch.dataset import atomic_write
 
 __all__ = [
@@ -101,7 +101,8 @@ async def confirm_landed(client: InvoxClient, request_id: str, grace_s: float) -
                 return False
             await asyncio.sleep(delay)
         try:
-            status = (await client.get_transcription(request_id)).status
+            with unlimited():
+                status = (await client.get_transcription(request_id)).status
         except NotFoundError:
             return False
         except InvoxError as exc:

@@ -301,3 +301,19 @@ def test_timer_learns_the_speed_with_few_polls_and_little_extra_wait(true_ratio:
     assert polls <= 1.2
     assert slowdown <= 1.10
     assert true_ratio <= estimate <= true_ratio * 1.15
+
+
+def test_unlimited_calls_skip_a_full_queue_and_leave_the_accounting_alone() -> None:
+    from invox import unlimited
+
+    async def main() -> None:
+        limiter = AdaptiveLimiter(initial=1, ceiling=1)
+        held = await limiter.acquire()
+        with unlimited():
+            ticket = await asyncio.wait_for(limiter.acquire(), timeout=5)
+            limiter.release(ticket, "rate_limited")
+        assert limiter.in_flight == 1 and limiter.decreases == 0
+        limiter.release(held, "ok")
+        assert limiter.in_flight == 0
+
+    asyncio.run(main())
