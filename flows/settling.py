@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ class Run:
         self.budget = BudgetPlan(options.max_audio_hours)
         self.delays = transcription.retry_delays(options.retries, options.retry_base_delay_s)
         self.timer = PollTimer(prior_ratio=options.first_poll_ratio)
+        self._landed: dict[str, float] = {}  # request id -> when its upload was accepted
         self.authenticate = transcription.authenticate.with_options(
             retries=options.retries, retry_delay_seconds=self.delays
         )
@@ -159,7 +161,9 @@ class Run:
                 ),
                 f"upload of {unit.label}",
             )
+        landed = time.monotonic()
         await self.ledger.save(key, record)  # upload records never expire: that would pay again
+        self._landed[str(record["request_id"])] = landed
         return record
 
     def _learner(self, unit: Unit, policy: PollPolicy) -> transcription.PollObserver:
@@ -178,6 +182,11 @@ class Run:
         scheduled = self.policy(unit.duration_s)
         policy = await self.options.completion.policy(request_id, scheduled)
         learn = self._learner(unit, policy) if policy is scheduled else None
+        if policy is scheduled:  # processing began when the audio landed, not after our save
+            since = time.monotonic() - self._landed.pop(request_id, time.monotonic())
+            policy = dataclasses.replace(
+                policy, first_delay_s=max(0.0, policy.first_delay_s - since)
+            )
         result = await transcription.fetch_result(unit.label, request_id, policy, learn)
         key = result_key(unit.identity, generation)
         await self.ledger.save(key, result, self.ledger.cache_expiration)
