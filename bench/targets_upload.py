@@ -90,9 +90,13 @@ def _curl_upload(probe: SandboxProbe, big: Path, n: int) -> float:
 
 async def _presign(base_url: str) -> str:
     """A fresh pre-signed URL from the sandbox, through the client (never printed)."""
+    from pydantic import SecretStr
+
     from invox import InvoxClient, InvoxSettings
 
-    settings = InvoxSettings(base_url=base_url, app_id="sandbox-app", api_key="sandbox-key")
+    settings = InvoxSettings(
+        base_url=base_url, app_id="sandbox-app", api_key=SecretStr("sandbox-key")
+    )
     async with InvoxClient(settings) as client:
         return (await client.generate_presigned_url("audio/wav")).presigned_url
 
