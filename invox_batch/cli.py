@@ -88,6 +88,8 @@ def _fault_overrides(**flags: Any) -> dict[str, Any]:
     if flags["processing_delay"] is not None:
         faults["processing_delay_s"] = flags["processing_delay"]
     scalar = {
+        "processing_rtf": "processing_rtf",
+        "max_inflight": "max_inflight",
         "token_ttl": "token_ttl_s",
         "url_ttl": "url_ttl_s",
         "job_error_rate": "job_error_rate",
@@ -114,6 +116,13 @@ def sandbox(
     latency: Annotated[float | None, typer.Option(help="Seconds added to every answer.")] = None,
     processing_delay: Annotated[
         tuple[float, float] | None, typer.Option(help="MIN MAX seconds before a job ends.")
+    ] = None,
+    processing_rtf: Annotated[
+        tuple[float, float] | None,
+        typer.Option(help="MIN MAX factor: a job takes its audio's duration times this."),
+    ] = None,
+    max_inflight: Annotated[
+        int | None, typer.Option(help="API requests served at once; more get 429.")
     ] = None,
     token_ttl: Annotated[float | None, typer.Option(help="Token lifetime, seconds.")] = None,
     url_ttl: Annotated[float | None, typer.Option(help="Upload URL lifetime, seconds.")] = None,
@@ -142,6 +151,8 @@ def sandbox(
             rate_500=rate_500,
             latency=latency,
             processing_delay=processing_delay,
+            processing_rtf=processing_rtf,
+            max_inflight=max_inflight,
             token_ttl=token_ttl,
             url_ttl=url_ttl,
             job_error_rate=job_error_rate,

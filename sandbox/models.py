@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, Protocol
 
+from sandbox.recognizer import audio_duration_s
 from sandbox.settings import ENDPOINTS, Endpoint, Faults, SandboxSettings
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "SandboxBackend",
     "Segment",
     "Stats",
+    "Timings",
     "TokenStore",
     "Transcriber",
     "TranscriptionFailed",
@@ -109,7 +111,11 @@ class Job:
     size: int = 0
     segments: tuple[Segment, ...] = ()
     error_message: str | None = None
+    # Monotonic times for time-to-result stats: upload completed, terminal, first terminal GET.
+    started_at: float | None = None
     finished_at: float | None = None
+    observed_at: float | None = None
+    status_calls: int = 0
 
     @property
     def public_status(self) -> PublicStatus:
@@ -144,6 +150,7 @@ class Job:
         """The upload completed: record what arrived and start processing."""
         self._advance(JobState.PROCESSING)
         self.sha256, self.size, self.uploading = sha256, size, False
+        self.started_at = time.monotonic()
 
     def complete(self, segments: list[Segment]) -> None:
         """Processing produced a transcript."""
@@ -204,6 +211,34 @@ class CallbackAttempt:
 
 
 @dataclass
+class Timings:
+    """Running sums over jobs a get-transcription saw terminal: a few numbers, whatever the count."""
+
+    jobs: int = 0
+    processing_s: float = 0.0
+    time_to_result_s: float = 0.0
+    status_calls: int = 0
+
+    def observe(self, job: Job, now: float) -> None:
+        """``job`` was just reported terminal to the client for the first time."""
+        assert job.started_at is not None and job.finished_at is not None
+        self.jobs += 1
+        self.processing_s += job.finished_at - job.started_at
+        self.time_to_result_s += now - job.started_at
+        self.status_calls += job.status_calls
+
+    def to_wire(self) -> dict[str, Any]:
+        """Means over the observed jobs (None before the first), as ``/_sandbox/stats`` serves."""
+        n = self.jobs
+        return {
+            "jobs": n,
+            "mean_processing_s": self.processing_s / n if n else None,
+            "mean_time_to_result_s": self.time_to_result_s / n if n else None,
+            "status_calls_per_job": self.status_calls / n if n else None,
+        }
+
+
+@dataclass
 class Stats:
     """Counters served by ``GET /_sandbox/stats``; injected faults count like real answers."""
 
@@ -212,6 +247,8 @@ class Stats:
     uploads_by_sha256: Counter[str] = field(default_factory=Counter)
     callbacks: Counter[str] = field(default_factory=Counter)
     injected: Counter[str] = field(default_factory=Counter)
+    max_inflight_seen: int = 0
+    timings: Timings = field(default_factory=Timings)
 
     def count_request(self, endpoint: Endpoint) -> None:
         """A request reached an API endpoint."""
@@ -235,6 +272,8 @@ class Stats:
             "jobs": dict(jobs),
             "callbacks": {k: self.callbacks[k] for k in ("sent", "delivered", "failed", "dropped")},
             "injected": dict(self.injected),
+            "max_inflight_seen": self.max_inflight_seen,
+            "timings": self.timings.to_wire(),
         }
 
 
@@ -333,6 +372,7 @@ class SandboxBackend:
         self.tokens = TokenStore()
         self.stats = Stats()
         self.callback_log: list[CallbackAttempt] = []
+        self.inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- faults ---------------------------------------------------------------------------
@@ -366,6 +406,20 @@ class SandboxBackend:
         if counted_as is not None:
             self.stats.count_injected(counted_as, hit)
         return hit
+
+    def admit(self, endpoint: Endpoint) -> bool:
+        """Take an API slot, or refuse (counted as ``limit:<endpoint>``) when all are taken."""
+        limit = self.faults.max_inflight
+        if limit is not None and self.inflight >= limit:
+            self.stats.count_injected(f"limit:{endpoint}", True)
+            return False
+        self.inflight += 1
+        self.stats.max_inflight_seen = max(self.stats.max_inflight_seen, self.inflight)
+        return True
+
+    def release(self) -> None:
+        """An admitted API request has been answered."""
+        self.inflight -= 1
 
     def draw_slow(self, endpoint: Endpoint) -> float:
         """Seconds to hold this answer back after doing the work (0 for most requests)."""
@@ -425,6 +479,16 @@ class SandboxBackend:
         counts: Counter[PublicStatus] = Counter(j.public_status for j in self.jobs.values())
         return {status: counts[status] for status in ("PENDING", "COMPLETED", "ERROR")}
 
+    def status_polled(self, job: Job) -> None:
+        """A get-transcription found ``job``; its first terminal answer feeds the timings."""
+        job.status_calls += 1
+        timings = self.stats.timings
+        if job.observed_at is not None:
+            timings.status_calls += 1
+        elif job.terminal:
+            job.observed_at = time.monotonic()
+            timings.observe(job, job.observed_at)
+
     def is_current(self, job: Job) -> bool:
         """False once a reset has replaced the job table, so stale work is discarded."""
         return self.jobs.get(job.request_id) is job
@@ -439,13 +503,22 @@ class SandboxBackend:
         """Delay, decide the outcome, delete the audio, then notify the callback URL."""
         path = self.uploads.path_for(job.request_id)
         try:
-            low, high = self.faults.processing_delay_s
-            await asyncio.sleep(self.random("processing_delay").uniform(low, high))
+            await asyncio.sleep(await self._processing_delay(path))
             await self._decide_outcome(job, path)
         finally:
             self.uploads.delete(job.request_id)
         if self.notifier is not None and self.is_current(job):
             await self.notifier(job)
+
+    async def _processing_delay(self, path: Path) -> float:
+        """``processing_rtf`` x the audio's duration when both are known, else the fixed range."""
+        rtf = self.faults.processing_rtf
+        if rtf is not None:
+            duration = await asyncio.to_thread(audio_duration_s, path)
+            if duration is not None:
+                return duration * self.random("processing_rtf").uniform(*rtf)
+        low, high = self.faults.processing_delay_s
+        return self.random("processing_delay").uniform(low, high)
 
     async def _decide_outcome(self, job: Job, path: Path) -> None:
         """Empty audio and injected faults fail before any transcription is attempted."""

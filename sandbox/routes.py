@@ -12,7 +12,7 @@ import hmac
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import date
 from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
@@ -92,24 +92,39 @@ def guarded(endpoint: Endpoint) -> Callable[[Handler], Handler]:
     return decorate
 
 
+@contextlib.contextmanager
+def _admitted(backend: SandboxBackend, endpoint: Endpoint) -> Iterator[None]:
+    """Hold one of ``max_inflight`` API slots for the whole answer, or 429 at once when full."""
+    if endpoint == "upload":  # object storage, not the API: never limited
+        yield
+        return
+    if not backend.admit(endpoint):
+        raise throttled(429, backend.faults.retry_after_s)
+    try:
+        yield
+    finally:
+        backend.release()
+
+
 async def _answer(
     request: Request, backend: SandboxBackend, endpoint: Endpoint, handler: Handler
 ) -> Response:
-    """Faults first (latency, then one draw for 429/503), then the real handler."""
-    latency = backend.faults.latency_s.get(endpoint, 0.0)
-    if latency > 0:
-        await asyncio.sleep(latency)
+    """Admission, then faults (latency, then one draw for 429/503), then the real handler."""
     try:
-        fault = backend.draw_fault(endpoint)
-        if fault is not None:
-            raise throttled(fault, backend.faults.retry_after_s)
-        response = await handler(request)
-        if backend.draw_malformed(endpoint):
-            response = JSONResponse(MALFORMED_BODY)
-        slow = backend.draw_slow(endpoint)
-        if slow > 0:
-            await asyncio.sleep(slow)
-        return response
+        with _admitted(backend, endpoint):
+            latency = backend.faults.latency_s.get(endpoint, 0.0)
+            if latency > 0:
+                await asyncio.sleep(latency)
+            fault = backend.draw_fault(endpoint)
+            if fault is not None:
+                raise throttled(fault, backend.faults.retry_after_s)
+            response = await handler(request)
+            if backend.draw_malformed(endpoint):
+                response = JSONResponse(MALFORMED_BODY)
+            slow = backend.draw_slow(endpoint)
+            if slow > 0:
+                await asyncio.sleep(slow)
+            return response
     except ApiError as exc:
         return exc.to_response(normalise=backend.settings.normalise_error_messages)
     except StorageError as exc:
@@ -374,6 +389,7 @@ async def get_transcription(request: Request) -> Response:
     job = backend.get_job(request_id)
     if job is None:
         raise not_found()
+    backend.status_polled(job)
     return JSONResponse(_status_body(job, version, backend.settings))
 
 
@@ -404,7 +420,7 @@ async def put_faults(request: Request) -> Response:
 
 
 async def get_stats(request: Request) -> Response:
-    """Request/response counters, uploads per sha256, jobs per status, callback outcomes."""
+    """Counters, uploads per sha256, jobs per status, callbacks, concurrency, time-to-result."""
     backend = backend_of(request)
     return JSONResponse(backend.stats.to_wire(backend.job_counts()))
 

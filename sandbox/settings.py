@@ -17,6 +17,7 @@ ENDPOINTS: tuple[Endpoint, ...] = get_args(Endpoint)
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Seconds = Annotated[float, Field(ge=0.0)]
+Factor = Annotated[float, Field(gt=0.0)]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -44,6 +45,12 @@ class Faults(BaseModel):
     latency_s: dict[Endpoint, Seconds] = {}
     # Contract §10 #17: about 2 s before a job completes (tests and benchmarks set 0).
     processing_delay_s: tuple[Seconds, Seconds] = (1.5, 2.5)
+    # Delay = audio duration x a factor drawn from (low, high); unreadable audio falls back to
+    # ``processing_delay_s``. Models a provider that processes at 0.2-0.5x real time.
+    processing_rtf: tuple[Factor, Factor] | None = None
+    # API requests (token, presign, status; not the storage PUT) handled at once, latency
+    # included; one more gets an immediate 429 with ``Retry-After``.
+    max_inflight: Annotated[int, Field(ge=1)] | None = None
     token_ttl_s: Annotated[float, Field(gt=0.0)] = 7200.0
     url_ttl_s: Seconds = 900.0
     job_error_rate: Probability = 0.0
@@ -78,6 +85,8 @@ class Faults(BaseModel):
         low, high = self.processing_delay_s
         if low > high:
             raise ValueError("processing_delay_s must be (low, high) with low <= high")
+        if self.processing_rtf is not None and self.processing_rtf[0] > self.processing_rtf[1]:
+            raise ValueError("processing_rtf must be (low, high) with low <= high")
         for endpoint in ENDPOINTS:
             total = sum(r.get(endpoint, 0.0) for r in (self.rate_429, self.rate_503, self.rate_500))
             if total > 1.0:
