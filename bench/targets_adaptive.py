@@ -51,5 +51,6 @@ def _one(
     result["responses"] = responses
     result["responses_all"] = sum(sum(by.values()) for by in responses.values())
     result["responses_429"] = sum(by.get("429", 0) for by in responses.values())
-    print(f"  {'':32s} responses {responses}")
+    result["max_inflight_seen"] = probe.stats()["max_inflight_seen"]
+    print(f"  {'':32s} responses {responses}, max in flight {result['max_inflight_seen']}")
     return result
