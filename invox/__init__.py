@@ -28,6 +28,7 @@ from ._exceptions import (
     error_from_response,
     parse_retry_after,
 )
+from ._limiter import AdaptiveLimiter
 from ._models import (
     TERMINAL_STATUSES,
     CallbackPayload,
@@ -48,6 +49,7 @@ from ._signature import (
     sign_callback,
     verify_callback_signature,
 )
+from ._timing import PollTimer
 
 __all__ = [
     "ACCEPTED_MIME_TYPES",
@@ -56,6 +58,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "APIStatusError",
     "APIUnreachableError",
+    "AdaptiveLimiter",
     "AuthenticationError",
     "BadRequestError",
     "CallbackPayload",
@@ -69,6 +72,7 @@ __all__ = [
     "PermissionDeniedError",
     "PollPolicy",
     "PollTimeoutError",
+    "PollTimer",
     "PresignedUpload",
     "RateLimitError",
     "RequestTimeoutError",

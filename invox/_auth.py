@@ -19,6 +19,7 @@ from ._exceptions import (
     error_from_response,
     error_from_transport,
 )
+from ._limiter import AdaptiveLimiter, send_limited
 
 __all__ = ["TokenProvider", "basic_credentials", "parse_token_response"]
 
@@ -67,9 +68,11 @@ class TokenProvider:
         settings: InvoxSettings,
         http: httpx.AsyncClient,
         clock: Callable[[], float] = time.monotonic,
+        limiter: AdaptiveLimiter | None = None,
     ) -> None:
         self._settings = settings
         self._http = http
+        self._limiter = limiter
         self._clock = clock
         self._token: _Token | None = None
         self._lock = asyncio.Lock()
@@ -107,10 +110,12 @@ class TokenProvider:
             ),
             VERSION_HEADER: settings.api_version,
         }
+        url = settings.base_url + settings.token_path
         started = self._clock()
         try:
-            response = await self._http.post(
-                settings.base_url + settings.token_path, headers=headers
+            response = await send_limited(
+                self._limiter,
+                lambda: self._http.post(url, headers=headers),
             )
         except httpx.TransportError as exc:
             raise error_from_transport(exc, operation="token request") from None

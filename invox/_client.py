@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,7 +20,9 @@ from ._exceptions import (
     ResponseFormatError,
     error_from_response,
     error_from_transport,
+    parse_retry_after,
 )
+from ._limiter import AdaptiveLimiter, send_limited
 from ._models import (
     PresignedUpload,
     Transcription,
@@ -69,6 +71,22 @@ async def _read_chunks(path: Path, chunk_bytes: int) -> AsyncIterator[bytes]:
             yield chunk
 
 
+def _limiter_for(settings: InvoxSettings) -> AdaptiveLimiter | None:
+    """One AIMD limiter per client, or none when adaptive concurrency is switched off."""
+    if not settings.adaptive_concurrency:
+        return None
+    ceiling = settings.max_inflight
+    return AdaptiveLimiter(min(settings.initial_concurrency, ceiling), ceiling)
+
+
+def _json(response: httpx.Response, operation: str) -> Any:
+    """The body as JSON, or a format error naming the endpoint."""
+    try:
+        return response.json()
+    except ValueError:
+        raise ResponseFormatError(f"{operation} response: body is not JSON") from None
+
+
 class InvoxClient:
     """Talks to one Invox environment; share one per process or flow run (it pools connections)."""
 
@@ -81,7 +99,8 @@ class InvoxClient:
         install_httpx_log_redaction()
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(timeout=self.settings.timeout())
-        self._tokens = TokenProvider(self.settings, self._http)
+        self.limiter = _limiter_for(self.settings)
+        self._tokens = TokenProvider(self.settings, self._http, limiter=self.limiter)
 
     def __repr__(self) -> str:
         return f"InvoxClient(base_url={self.settings.base_url!r}, api_version={self.settings.api_version!r})"
@@ -142,17 +161,27 @@ class InvoxClient:
 
     async def get_transcription(self, request_id: str) -> Transcription:
         """The job's current status and, once COMPLETED, its segments."""
-        body = await self._call(
-            TRANSCRIPTION_PATH, {"requestId": request_id}, operation="get-transcription"
-        )
-        return parse_transcription(request_id, body)
+        operation = "get-transcription"
+        response = await self._request(TRANSCRIPTION_PATH, {"requestId": request_id}, operation)
+        result = parse_transcription(request_id, _json(response, operation))
+        hint = parse_retry_after(response.headers.get("Retry-After"))
+        if hint is None or result.is_terminal:
+            return result
+        return result.model_copy(update={"retry_after_s": hint})
 
     async def wait_for_transcription(
-        self, request_id: str, policy: PollPolicy | None = None
+        self,
+        request_id: str,
+        policy: PollPolicy | None = None,
+        *,
+        on_poll: Callable[[int, str], None] | None = None,
     ) -> Transcription:
         """Poll until COMPLETED or ERROR; raises ``PollTimeoutError`` at the deadline."""
         return await poll_until_terminal(
-            lambda: self.get_transcription(request_id), request_id, policy or PollPolicy()
+            lambda: self.get_transcription(request_id),
+            request_id,
+            policy or PollPolicy(),
+            on_poll=on_poll,
         )
 
     async def transcribe_file(
@@ -172,6 +201,10 @@ class InvoxClient:
         return await self.wait_for_transcription(slot.request_id, policy)
 
     async def _call(self, path: str, payload: dict[str, Any], *, operation: str) -> Any:
+        """POST JSON and return the decoded body."""
+        return _json(await self._request(path, payload, operation), operation)
+
+    async def _request(self, path: str, payload: dict[str, Any], operation: str) -> httpx.Response:
         """POST JSON with a bearer token; a 401 refreshes the token and retries exactly once."""
         token = await self._tokens.get()
         response = await self._post(path, payload, token, operation=operation)
@@ -184,10 +217,7 @@ class InvoxClient:
             if isinstance(error, AuthenticationError):
                 logger.warning("%s: token refused twice; check the credential", operation)
             raise error
-        try:
-            return response.json()
-        except ValueError:
-            raise ResponseFormatError(f"{operation} response: body is not JSON") from None
+        return response
 
     async def _post(
         self, path: str, payload: dict[str, Any], token: str, *, operation: str
@@ -199,6 +229,8 @@ class InvoxClient:
         }
         url = f"{self.settings.base_url}{path}"
         try:
-            return await self._http.post(url, json=payload, headers=headers)
+            return await send_limited(
+                self.limiter, lambda: self._http.post(url, json=payload, headers=headers)
+            )
         except httpx.TransportError as exc:
             raise error_from_transport(exc, operation=operation) from None

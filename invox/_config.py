@@ -83,6 +83,16 @@ class InvoxSettings(BaseSettings):
         default=None, description="Public key appended to the callback string to sign."
     )
     callback_tolerance_s: float = Field(default=300.0, gt=0)
+    adaptive_concurrency: bool = Field(
+        default=True,
+        description="Adapt API calls in flight to the server's 429s (AIMD); off: no client cap.",
+    )
+    initial_concurrency: int = Field(
+        default=4, ge=1, description="API calls in flight at the start when adapting."
+    )
+    max_inflight: int = Field(
+        default=64, ge=1, description="Never more API calls in flight than this when adapting."
+    )
 
     @field_validator("base_url")
     @classmethod

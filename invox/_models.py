@@ -72,6 +72,7 @@ class Transcription(BaseModel):
     segments: tuple[Segment, ...] = Field(default=(), repr=False)
     vtt: str | None = Field(default=None, repr=False)
     error_message: str | None = None
+    retry_after_s: float | None = None  # a PENDING answer's Retry-After: the server's poll hint
 
     @property
     def is_terminal(self) -> bool:

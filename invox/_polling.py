@@ -23,15 +23,19 @@ class PollPolicy:
     max_delay_s: float = 30.0
     multiplier: float = 2.0
     jitter: float = 0.1
+    next_delay_s: float | None = None  # delay after the first poll; None: first times multiplier
 
 
 def backoff_delay(
     policy: PollPolicy, attempt: int, rand: Callable[[], float] = random.random
 ) -> float:
     """Delay before poll number ``attempt + 1`` (attempt 0 is the first poll), jittered ±jitter."""
-    base = (
-        policy.first_delay_s if attempt == 0 else policy.first_delay_s * policy.multiplier**attempt
-    )
+    if attempt == 0:
+        base = policy.first_delay_s
+    elif policy.next_delay_s is not None:
+        base = policy.next_delay_s * policy.multiplier ** (attempt - 1)
+    else:
+        base = policy.first_delay_s * policy.multiplier**attempt
     base = min(max(base, 0.05 if attempt else 0.0), policy.max_delay_s)
     return base * (1 + policy.jitter * (2 * rand() - 1))
 
@@ -54,8 +58,12 @@ async def poll_until_terminal(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    on_poll: Callable[[int, str], None] | None = None,
 ) -> Transcription:
-    """Call ``fetch`` until COMPLETED or ERROR; transient errors wait (at least Retry-After) and retry."""
+    """Call ``fetch`` until COMPLETED or ERROR; transient errors wait (at least Retry-After) and retry.
+
+    ``on_poll(attempt, status_or_error_type)`` runs after each poll (attempt 1 is the first).
+    """
     deadline = clock() + policy.timeout_s
     last_status: str | None = None
     wait = backoff_delay(policy, 0)
@@ -72,9 +80,18 @@ async def poll_until_terminal(
             if not exc.retryable:
                 raise
             last_status = exc.error_type
+            _notify(on_poll, attempt, last_status)
             wait = max(backoff_delay(policy, attempt), exc.retry_after or 0.0)
             continue
+        _notify(on_poll, attempt, result.status)
         if result.is_terminal:
             return result
         last_status = result.status
-        wait = backoff_delay(policy, attempt)
+        hint = min(result.retry_after_s or 0.0, policy.max_delay_s)
+        wait = max(backoff_delay(policy, attempt), hint)
+
+
+def _notify(on_poll: Callable[[int, str], None] | None, attempt: int, status: str) -> None:
+    """Tell the caller what one poll saw."""
+    if on_poll is not None:
+        on_poll(attempt, status)
