@@ -129,14 +129,21 @@ def _version(package: str) -> str:
 
 
 def write_results(
-    folder: Path, results: Sequence[Result], details: Mapping[str, Any], stamp: str
-) -> tuple[Path, Path]:
-    """``latest.json`` (the list) and ``<stamp>.json`` (the list plus ``details``)."""
+    folder: Path,
+    results: Sequence[Result],
+    details: Mapping[str, Any],
+    stamp: str,
+    *,
+    latest: bool = True,
+) -> list[Path]:
+    """``<stamp>.json`` (the list plus ``details``) and, for a full run, ``latest.json``."""
     folder.mkdir(parents=True, exist_ok=True)
     records = as_records(results)
-    latest = folder / "latest.json"
-    latest.write_text(json.dumps(records, indent=2) + "\n")
     dated = folder / f"{stamp}.json"
     body = {"results": records, "details": dict(details)}
     dated.write_text(json.dumps(body, indent=2, default=str) + "\n")
-    return latest, dated
+    if not latest:
+        return [dated]
+    newest = folder / "latest.json"
+    newest.write_text(json.dumps(records, indent=2) + "\n")
+    return [dated, newest]

@@ -2,8 +2,8 @@
 
     python -m bench.suite [--only <target-prefix>] [--files 1000] [--big-files 10000]
 
-Writes ``bench/results/latest.json`` (the list) and ``bench/results/<UTC stamp>.json`` (the list
-plus machine details and raw figures).
+Writes ``bench/results/<UTC stamp>.json`` (the list plus machine details and raw figures) and,
+for a full run (no ``--only``), ``bench/results/latest.json`` (the list alone).
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ def main() -> None:
     order = list(LIMITS)
     results.sort(key=lambda r: order.index(r.target))
     ctx.details["total_wall_s"] = time.monotonic() - started
-    latest, dated = write_results(RESULTS, results, ctx.details, stamp)
+    # A subset (--only) leaves latest.json to the last full run, so it never mixes runs.
+    written = write_results(RESULTS, results, ctx.details, stamp, latest=not args.only)
     print(f"\n{format_table(results)}")
-    print(f"\ntotal wall time {ctx.details['total_wall_s']:.0f} s; wrote {latest} and {dated.name}")
+    print(f"\ntotal wall time {ctx.details['total_wall_s']:.0f} s; wrote", *map(str, written))
 
 
 if __name__ == "__main__":

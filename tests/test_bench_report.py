@@ -70,11 +70,18 @@ def test_table_shows_each_target_with_value_limit_and_verdict() -> None:
 def test_write_results_writes_the_list_and_a_stamped_copy_with_details(tmp_path: Path) -> None:
     results = [result("rerun_api_calls", 3)]
     stamp = timestamp(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
-    latest, dated = write_results(tmp_path, results, {"machine": {"cpu_count": 2}}, stamp)
-    assert dated.name == "20260102T030405.json"
+    dated, latest = write_results(tmp_path, results, {"machine": {"cpu_count": 2}}, stamp)
+    assert (dated.name, latest.name) == ("20260102T030405.json", "latest.json")
     assert json.loads(latest.read_text()) == as_records(results)
     body = json.loads(dated.read_text())
     assert body == {"results": as_records(results), "details": {"machine": {"cpu_count": 2}}}
+
+
+def test_a_partial_run_leaves_latest_json_alone(tmp_path: Path) -> None:
+    (tmp_path / "latest.json").write_text("[]\n")
+    written = write_results(tmp_path, [result("rerun_api_calls", 0)], {}, "x", latest=False)
+    assert written == [tmp_path / "x.json"]
+    assert (tmp_path / "latest.json").read_text() == "[]\n"
 
 
 def test_selector_matches_prefixes_and_everything_without_them() -> None:
