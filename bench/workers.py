@@ -94,6 +94,7 @@ async def upload_once(file: str) -> dict[str, Any]:
         "seconds": seconds,
         "bytes_per_s": size / seconds,
         "rss_before_mb": rss_before,
+        "rss_after_mb": current_rss_mb(),
         "peak_rss_mb": peak_rss_mb(),
         "rss_increase_mb": peak_rss_mb() - rss_before,
     }
