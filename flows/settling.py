@@ -8,20 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from prefect import get_run_logger
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from invox import InvoxClient, InvoxError, InvoxSettings, NotFoundError, PollPolicy
+from invox import (
+    TERMINAL_STATUSES,
+    InvoxClient,
+    InvoxError,
+    InvoxSettings,
+    NotFoundError,
+    PollPolicy,
+    PollTimer,
+)
 from invox_batch.budget import BudgetPlan
 from tasks import transcription
 from tasks.ledger import Generation, Ledger, result_key, upload_key
+from tasks.upload_intents import intents_in
 
+from .batching import batch_label, batches
 from .budgeting import budget_outcome, over_budget, plan_units
 from .callback_mode import Completion, PollCompletion
 from .outcomes import Outcome, outcome_from_error, outcome_from_records
@@ -37,6 +49,8 @@ __all__ = [
     "settle_all",
     "settle_unit",
 ]
+
+T = TypeVar("T")
 
 # Errors that would hit every remaining file the same way: stop calling the API after one.
 FATAL_ERROR_TYPES = frozenset(
@@ -69,6 +83,7 @@ class Options:
     retry_base_delay_s: float
     completion: Completion = dataclasses.field(default_factory=PollCompletion)
     max_audio_hours: float | None = None
+    files_per_task: int = 0
 
 
 class CallCounter:
@@ -94,7 +109,7 @@ class CallCounter:
 
 
 class Run:
-    """The state one flow run shares across its files: tasks, ledger, gate, fatal stop."""
+    """The state one flow run shares across its files: ledger, gate, retries, fatal stop."""
 
     def __init__(self, ledger: Ledger, options: Options, concurrency: int) -> None:
         self.ledger = ledger
@@ -102,32 +117,70 @@ class Run:
         self.gate = asyncio.Semaphore(concurrency)
         self.stop: InvoxError | None = None
         self.budget = BudgetPlan(options.max_audio_hours)
-        retrying: dict[str, Any] = {
-            "retries": options.retries,
-            "retry_delay_seconds": transcription.retry_delays(
-                options.retries, options.retry_base_delay_s
-            ),
-        }
-        cached: dict[str, Any] = {
-            "result_storage": ledger.storage,
-            "refresh_cache": options.force or None,
-        }
-        self.authenticate = transcription.authenticate.with_options(**retrying)
-        self.presign = transcription.presign.with_options(**retrying)
-        # Upload records never expire: forgetting one would pay for the audio again.
-        self.upload = transcription.upload.with_options(**cached, **retrying)
-        self.poll = transcription.poll.with_options(
-            **cached, cache_expiration=ledger.cache_expiration
+        self.delays = transcription.retry_delays(options.retries, options.retry_base_delay_s)
+        self.timer = PollTimer(prior_ratio=options.first_poll_ratio)
+        self.authenticate = transcription.authenticate.with_options(
+            retries=options.retries, retry_delay_seconds=self.delays
         )
 
     def policy(self, duration_s: float | None) -> PollPolicy:
-        """First poll when the job is likely done, judged from the audio's duration."""
-        first = (duration_s or 2.0) * self.options.first_poll_ratio
-        return PollPolicy(
+        """First poll when the job is likely done: duration times the speed seen so far."""
+        return self.timer.policy(
+            duration_s,
             timeout_s=self.options.poll_timeout_s,
-            first_delay_s=min(max(first, 0.05), self.options.max_poll_interval_s),
             max_delay_s=self.options.max_poll_interval_s,
         )
+
+    async def _retrying(self, step: Callable[[int], Awaitable[T]], what: str) -> T:
+        """One per-file step with the run's retry schedule (see ``transcription.with_retries``)."""
+        return await transcription.with_retries(
+            step, retries=self.options.retries, delays=self.delays, what=what
+        )
+
+    async def submit(self, unit: Unit, generation: int) -> dict[str, Any]:
+        """Presign and upload; the accepted upload is on record before anything else happens."""
+        callback_url = self.options.callback_url
+        slot = await self._retrying(
+            lambda _: transcription.open_job(unit.label, unit.mime_type, callback_url),
+            f"presign of {unit.label}",
+        )
+        key = upload_key(unit.identity, generation)
+        with intents_in(self.ledger.root):
+            record = await self._retrying(
+                lambda attempt: transcription.send_audio(
+                    unit.label,
+                    key,
+                    unit.path,
+                    unit.mime_type,
+                    slot,
+                    callback_url,
+                    fresh_url=attempt > 0,
+                ),
+                f"upload of {unit.label}",
+            )
+        await self.ledger.save(key, record)  # upload records never expire: that would pay again
+        return record
+
+    def _learner(self, unit: Unit, policy: PollPolicy) -> transcription.PollObserver:
+        """Teach the timer whether this job was already done at its first poll."""
+
+        def observe(attempt: int, status: str) -> None:
+            if attempt == 1:
+                terminal = status in TERMINAL_STATUSES
+                self.timer.observe(unit.duration_s, terminal, first_delay_s=policy.first_delay_s)
+
+        return observe
+
+    async def collect(self, unit: Unit, upload: dict[str, Any], generation: int) -> dict[str, Any]:
+        """Wait for the job's terminal result and keep it; a timeout keeps nothing (resumable)."""
+        request_id = str(upload["request_id"])
+        scheduled = self.policy(unit.duration_s)
+        policy = await self.options.completion.policy(request_id, scheduled)
+        learn = self._learner(unit, policy) if policy is scheduled else None
+        result = await transcription.fetch_result(unit.label, request_id, policy, learn)
+        key = result_key(unit.identity, generation)
+        await self.ledger.save(key, result, self.ledger.cache_expiration)
+        return result
 
 
 async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
@@ -149,26 +202,9 @@ async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
 
 async def _submit_and_poll_once(run: Run, unit: Unit, place: Generation) -> Outcome:
     """Do whatever is still unpaid for one identity: presign+upload if needed, then poll."""
-    upload = place.upload
-    if upload is None:
-        slot = await run.presign(unit.label, unit.mime_type, run.options.callback_url)
-        upload = await run.upload(
-            file_id=unit.label,
-            cache_key=upload_key(unit.identity, place.number),
-            path=unit.path,
-            mime_type=unit.mime_type,
-            slot=slot,
-            callback_url=run.options.callback_url,
-        )
+    upload = place.upload or await run.submit(unit, place.number)
     try:
-        result = await run.poll(
-            file_id=unit.label,
-            cache_key=result_key(unit.identity, place.number),
-            request_id=str(upload["request_id"]),
-            policy=await run.options.completion.policy(
-                str(upload["request_id"]), run.policy(unit.duration_s)
-            ),
-        )
+        result = await run.collect(unit, upload, place.number)
     except NotFoundError:
         raise
     except InvoxError as exc:
@@ -256,6 +292,25 @@ async def authenticate_once(run: Run, pending: int) -> None:
         run.stop = exc
 
 
+@task(
+    name="settle-files",
+    task_run_name="settle[{label}]",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+async def settle_files(
+    label: str,
+    run: Run,
+    group: list[Unit],
+    places: dict[str, Generation],
+    progress: ProgressReporter,
+) -> list[Outcome]:
+    """Settle a group of files as one task run, on the flow's loop, client and gate."""
+    return list(
+        await asyncio.gather(*(settle_unit(run, u, places[u.identity], progress) for u in group))
+    )
+
+
 async def settle_all(
     settings: InvoxSettings,
     ledger: Ledger,
@@ -280,12 +335,34 @@ async def settle_all(
             run.budget = plan
             pending = sum(p.action in ("submit", "poll") for p in places.values())
             await authenticate_once(run, pending - len(plan.skipped))
-            settled = await asyncio.gather(
-                *(
-                    over_budget(plan, i, units[i].duration_s, progress)
-                    if i in plan.skipped
-                    else settle_unit(run, units[i], places[i], progress)
-                    for i in units
-                )
-            )
-    return dict(zip(units, settled, strict=True)), counter.as_dict(), run.stop, plan
+            settled = await settle_in_batches(run, units, places, progress, concurrency)
+    return settled, counter.as_dict(), run.stop, plan
+
+
+async def settle_in_batches(
+    run: Run,
+    units: dict[str, Unit],
+    places: dict[str, Generation],
+    progress: ProgressReporter,
+    concurrency: int,
+) -> dict[str, Outcome]:
+    """Settle the identities as a few task runs of many files each, in manifest order."""
+    plan = run.budget
+    work = {i: p for i, p in places.items() if i not in plan.skipped}
+    skipped = {i: await over_budget(plan, i, units[i].duration_s, progress) for i in plan.skipped}
+    groups = batches([units[i] for i in work], run.options.files_per_task)
+    size = max((len(g) for g in groups), default=1)
+    # Enough task runs open to keep the gate full, not hundreds of them idle in the UI.
+    opened = asyncio.Semaphore(max(2, 2 * math.ceil(concurrency / size)))
+
+    async def one(group: list[Unit]) -> list[Outcome]:
+        async with opened:
+            return await settle_files(batch_label(group), run, group, work, progress)
+
+    results = await asyncio.gather(*(one(g) for g in groups))
+    done = {
+        u.identity: o
+        for g, r in zip(groups, results, strict=True)
+        for u, o in zip(g, r, strict=True)
+    }
+    return {i: skipped[i] if i in skipped else done[i] for i in units}

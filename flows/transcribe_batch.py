@@ -176,6 +176,7 @@ async def transcribe_batch(
     shard_deployment: str = "transcribe-batch/shard",
     task_runner: Literal["default", "dask"] = "default",
     dask_address: str | None = None,
+    files_per_task: Annotated[int, Field(ge=0, le=1000)] = 0,
 ) -> dict[str, Any] | State[Any]:
     """Transcribe every audio file of a manifest, paying once per audio content, into Parquet.
 
@@ -207,6 +208,8 @@ async def transcribe_batch(
         shard_deployment: The deployment ("flow/name") the parent starts its shard runs on.
         task_runner: "dask" settles each file as a task on a Dask cluster (prefect-dask).
         dask_address: Dask scheduler address; empty means a LocalCluster in the flow's process.
+        files_per_task: Files settled per Prefect task run; 0 means one each up to 100 files,
+            else 50 (and at most an hour of audio) per task run.
     """
     started = time.monotonic()
     output = Output.parse(out)
@@ -234,6 +237,7 @@ async def transcribe_batch(
         retries=retries,
         retry_base_delay_s=retry_base_delay_s,
         max_audio_hours=max_audio_hours,
+        files_per_task=files_per_task,
     )
     execution = Execution(
         completion=completion,

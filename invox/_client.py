@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -205,18 +206,30 @@ class InvoxClient:
         return _json(await self._request(path, payload, operation), operation)
 
     async def _request(self, path: str, payload: dict[str, Any], operation: str) -> httpx.Response:
-        """POST JSON with a bearer token; a 401 refreshes the token and retries exactly once."""
+        """POST JSON with a bearer token; a 401 refreshes the token and retries exactly once.
+
+        The token is taken inside the limiter slot: one taken before queueing for a slot could
+        expire in the queue.
+        """
+        async with self.limiter or contextlib.nullcontext():  # errors leave it with their status
+            response = await self._post_authenticated(path, payload, operation)
+            if response.is_error:
+                error = error_from_response(response, operation=operation)
+                if isinstance(error, AuthenticationError):
+                    logger.warning("%s: token refused twice; check the credential", operation)
+                raise error
+        return response
+
+    async def _post_authenticated(
+        self, path: str, payload: dict[str, Any], operation: str
+    ) -> httpx.Response:
+        """The POST with the current token, once more with a fresh token after a 401."""
         token = await self._tokens.get()
         response = await self._post(path, payload, token, operation=operation)
         if response.status_code == 401:
             self._tokens.invalidate(token)
             token = await self._tokens.get()
             response = await self._post(path, payload, token, operation=operation)
-        if response.is_error:
-            error = error_from_response(response, operation=operation)
-            if isinstance(error, AuthenticationError):
-                logger.warning("%s: token refused twice; check the credential", operation)
-            raise error
         return response
 
     async def _post(

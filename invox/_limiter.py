@@ -135,8 +135,9 @@ class AdaptiveLimiter:
 async def send_limited(
     limiter: AdaptiveLimiter | None, send: Callable[[], Awaitable[httpx.Response]]
 ) -> httpx.Response:
-    """Run one HTTP request inside a limiter slot (or directly when there is no limiter)."""
-    if limiter is None:
+    """Run one HTTP request inside a limiter slot (directly without a limiter, or when the
+    caller already holds a slot for the whole exchange, token refresh included)."""
+    if limiter is None or _HELD.get():
         return await send()
     ticket = await limiter.acquire()
     outcome: Outcome = "neutral"

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from prefect.filesystems import WritableFileSystem
 from prefect.results import ResultStore
 from prefect.serializers import JSONSerializer
+from prefect.types._datetime import now
 
 from .storage import saved_storage
 
@@ -61,6 +62,11 @@ class Ledger:
             result_storage=storage, serializer=JSONSerializer(), cache_result_in_memory=False
         )
 
+    @property
+    def root(self) -> Path:
+        """The local folder holding the records (and the upload intents beside them)."""
+        return Path(str(getattr(self.storage, "basepath", ".")))
+
     @classmethod
     async def open(cls, root: Path, cache_expiration: dt.timedelta | None = None) -> Ledger:
         """A ledger over ``root``, whose records are written atomically and owner-only."""
@@ -76,6 +82,13 @@ class Ledger:
         if expiration is not None and expiration <= dt.datetime.now(dt.UTC):
             return None
         return record.result if isinstance(record.result, dict) else None
+
+    async def save(
+        self, key: str, record: dict[str, Any], expires_in: dt.timedelta | None = None
+    ) -> None:
+        """Persist ``record`` under ``key`` in the format the tasks' own results use."""
+        expiration: Any = now("UTC") + expires_in if expires_in else None  # Prefect's DateTime
+        await self._store.awrite(obj=record, key=key, expiration=expiration)
 
     async def newest(self, identity: str) -> tuple[int, dict[str, Any] | None]:
         """The highest generation with an upload record (-1 and None when there is none)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Iterator
+import random
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import State, Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -36,20 +37,27 @@ from invox_batch.failpoints import failpoint
 from .upload_intents import confirm_landed, find_landed, forget_intent, record_intent
 
 __all__ = [
+    "PollObserver",
     "authenticate",
     "current_client",
+    "fetch_result",
     "key_from_parameters",
+    "open_job",
     "poll",
     "presign",
     "retry_delays",
     "retry_if_transient",
     "retry_unless_unreachable",
     "run_logger",
+    "send_audio",
     "upload",
     "using_client",
+    "with_retries",
 ]
 
 _CLIENT: ContextVar[InvoxClient] = ContextVar("invox_client")
+T = TypeVar("T")
+PollObserver = Callable[[int, str], None]
 RETRY_AFTER_CAP_S = 120.0
 
 
@@ -111,6 +119,40 @@ def run_logger(
         return logging.getLogger(fallback)
 
 
+async def with_retries(
+    step: Callable[[int], Awaitable[T]],
+    *,
+    retries: int,
+    delays: Sequence[float],
+    jitter: float = 0.5,
+    what: str = "call",
+) -> T:
+    """Run ``step(attempt)`` again after errors the client marked retryable, as task retries do.
+
+    The per-file steps run inside one task run per batch of files, so each step retries on its
+    own instead of Prefect retrying the whole batch.
+    """
+    attempt = 0
+    while True:
+        try:
+            return await step(attempt)
+        except InvoxError as exc:
+            if not exc.retryable or attempt >= retries:
+                raise
+            delay = delays[min(attempt, len(delays) - 1)] if delays else 0.0
+            delay *= random.uniform(1 - jitter, 1 + jitter)
+            attempt += 1
+            run_logger().warning(
+                "%s failed (%s); retry %d of %d in %.1f s",
+                what,
+                exc.error_type,
+                attempt,
+                retries,
+                delay,
+            )
+            await asyncio.sleep(delay)
+
+
 def _is_retry() -> bool:
     """True when Prefect is running this task again after a failed attempt."""
     context = TaskRunContext.get()
@@ -154,6 +196,11 @@ async def authenticate() -> None:
 )
 async def presign(file_id: str, mime_type: str, callback_url: str | None) -> dict[str, str]:
     """Open a job for one file: a one-shot upload URL and its request id (never persisted)."""
+    return await open_job(file_id, mime_type, callback_url)
+
+
+async def open_job(file_id: str, mime_type: str, callback_url: str | None) -> dict[str, str]:
+    """The ``presign`` step as a plain coroutine: one API call, Retry-After waited on failure."""
     try:
         slot = await current_client().generate_presigned_url(mime_type, callback_url)
     except InvoxError as exc:
@@ -181,6 +228,22 @@ async def upload(
     callback_url: str | None,
 ) -> dict[str, str | None]:
     """PUT the audio; a refused URL (expired, altered) gets one fresh presign and a second PUT."""
+    return await send_audio(
+        file_id, cache_key, path, mime_type, slot, callback_url, fresh_url=_is_retry()
+    )
+
+
+async def send_audio(
+    file_id: str,
+    cache_key: str,
+    path: str,
+    mime_type: str,
+    slot: dict[str, str],
+    callback_url: str | None,
+    *,
+    fresh_url: bool = False,
+) -> dict[str, str | None]:
+    """The ``upload`` step as a plain coroutine; ``fresh_url`` after an earlier failed attempt."""
     client = current_client()
     url, request_id = slot["presigned_url"], slot["request_id"]
     grace = client.settings.upload_confirm_s
@@ -191,7 +254,7 @@ async def upload(
         )
         return _upload_record(landed)
     try:
-        if _is_retry():  # contract §10 #14: never reuse an upload URL after a failed PUT
+        if fresh_url:  # contract §10 #14: never reuse an upload URL after a failed PUT
             fresh_slot = await client.generate_presigned_url(mime_type, callback_url)
             url, request_id = fresh_slot.presigned_url, fresh_slot.request_id
         try:
@@ -241,8 +304,15 @@ async def _put(
 )
 async def poll(file_id: str, cache_key: str, request_id: str, policy: PollPolicy) -> dict[str, Any]:
     """Wait for the job to end; only a terminal result is persisted, so a timeout resumes later."""
+    return await fetch_result(file_id, request_id, policy)
+
+
+async def fetch_result(
+    file_id: str, request_id: str, policy: PollPolicy, on_poll: PollObserver | None = None
+) -> dict[str, Any]:
+    """The ``poll`` step as a plain coroutine: the terminal result as the ledger keeps it."""
     failpoint("poll")
-    result = await current_client().wait_for_transcription(request_id, policy)
+    result = await current_client().wait_for_transcription(request_id, policy, on_poll=on_poll)
     run_logger().info("%s ended %s (request %s)", file_id, result.status, request_id)
     return {
         "request_id": request_id,

@@ -13,6 +13,9 @@ import asyncio
 import itertools
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from prefect.context import TaskRunContext
@@ -20,13 +23,35 @@ from prefect.context import TaskRunContext
 from invox import InvoxClient, InvoxError, NotFoundError
 from invox_batch.dataset import atomic_write
 
-__all__ = ["confirm_landed", "find_landed", "forget_intent", "intent_path", "record_intent"]
+__all__ = [
+    "confirm_landed",
+    "find_landed",
+    "forget_intent",
+    "intent_path",
+    "intents_in",
+    "record_intent",
+]
 
 _PROBE_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+_FOLDER: ContextVar[Path | None] = ContextVar("intents_folder", default=None)
+
+
+@contextmanager
+def intents_in(folder: Path) -> Iterator[None]:
+    """Keep intents in ``folder`` (the ledger's) for upload steps run outside an upload task."""
+    token = _FOLDER.set(folder)
+    try:
+        yield
+    finally:
+        _FOLDER.reset(token)
 
 
 def intent_path(cache_key: str) -> Path | None:
-    """Where this task run's intents live: its local result storage, else nowhere (``task.fn``)."""
+    """Where intents live: the ledger's folder, else this task run's local result storage, else
+    nowhere (``task.fn``)."""
+    folder = _FOLDER.get()
+    if folder is not None:
+        return folder / f"intent-{cache_key}.json"
     context = TaskRunContext.get()
     storage = context.result_store.result_storage if context else None
     basepath = getattr(storage, "basepath", None)
