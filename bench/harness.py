@@ -31,12 +31,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def current_rss_mb() -> float:
-    """This process's resident set size now, from /proc/self/status."""
+def proc_status(field: str) -> int:
+    """A numeric field of /proc/self/status (``VmRSS`` in KiB, ``Threads``)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def current_rss_mb() -> float:
+    """This process's resident set size now."""
+    return proc_status("VmRSS") / 1024
 
 
 def wav_header(data_bytes: int, rate: int = RATE) -> bytes:

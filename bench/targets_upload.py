@@ -68,7 +68,8 @@ def _client_upload(probe: SandboxProbe, big: Path, n: int) -> dict[str, Any]:
     probe.reset()
     print(
         f"  client upload {n + 1}: {result['bytes_per_s'] / 1e6:8.1f} MB/s, "
-        f"RSS +{result['rss_increase_mb']:.1f} MB (before {result['rss_before_mb']:.0f} MB)"
+        f"RSS +{result['rss_increase_mb']:.1f} MB (before {result['rss_before_mb']:.0f} MB, "
+        f"{result['threads']} threads after)"
     )
     return result
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import current_rss_mb, peak_rss_mb
+from bench.harness import current_rss_mb, peak_rss_mb, proc_status
 
 
 async def bare_loop(manifest: str, concurrency: int) -> dict[str, Any]:
@@ -95,6 +95,7 @@ async def upload_once(file: str) -> dict[str, Any]:
         "bytes_per_s": size / seconds,
         "rss_before_mb": rss_before,
         "rss_after_mb": current_rss_mb(),
+        "threads": proc_status("Threads"),
         "peak_rss_mb": peak_rss_mb(),
         "rss_increase_mb": peak_rss_mb() - rss_before,
     }
