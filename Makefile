@@ -64,7 +64,7 @@ clean:
 	rm -rf $(VENV) .prefect out
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.flow_vs_bare --files $(or $(FILES),1000)
+	$(BIN)/python -m bench.suite
 
 # A real local Prefect stack (server, pool, deployments, a worker, the sandbox); pids and logs
 # under .prefect/serve/. `make stop` stops exactly those pids.
