@@ -81,8 +81,9 @@ def should_fan_out(
     rows: int, shard_size: int, shard: str, deployment_id: str | None = None
 ) -> bool:
     """Shard only a whole manifest above the threshold, and only from a deployment run."""
-    deployment_id = deployment_id or deployment.id
-    return bool(deployment_id) and not shard and rows > shard_size
+    if shard or rows <= shard_size:
+        return False  # decided without asking the API which deployment this run came from
+    return bool(deployment_id or deployment.id)
 
 
 def shard_key(manifest_sha256: str, parent_flow_run_id: str, number: int, count: int) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import datetime as dt
+import gc
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from invox import (
 from invox_batch.audio import AudioCheck, inspect_audio
 from invox_batch.budget import BudgetPlan
 from invox_batch.caption_files import write_file_captions
+from invox_batch.check_cache import CheckCache
 from invox_batch.dataset import write_run
 from invox_batch.manifest import Manifest, ManifestRow, read_manifest
 from invox_batch.output import Output
@@ -91,16 +94,26 @@ def _local_failure(check: AudioCheck) -> Outcome:
 
 
 async def _inspect_all(
-    manifest: Manifest, settings: InvoxSettings, spool: Path
+    manifest: Manifest, settings: InvoxSettings, state_dir: Path
 ) -> list[AudioCheck]:
-    """Every local check (hashing included) off the event loop, a few files at a time."""
+    """Every local check (hashing included) off the event loop, a few files at a time; files
+    unchanged since an earlier run are taken from the check cache without being read."""
+    cache = CheckCache.load(state_dir / "audio-checks.json")
+    mime_types, spool = settings.mime_types, state_dir / "spool"
+    keys = await asyncio.to_thread(lambda: [cache.key(r, mime_types) for r in manifest.rows])
     limiter = asyncio.Semaphore(4)
 
-    async def one(row: ManifestRow) -> AudioCheck:
+    async def one(row: ManifestRow, key: str | None) -> AudioCheck:
+        if (known := cache.get(key, row)) is not None:
+            return known
         async with limiter:
-            return await asyncio.to_thread(inspect_audio, row, settings.mime_types, spool)
+            check = await asyncio.to_thread(inspect_audio, row, mime_types, spool)
+        cache.put(key, check)
+        return check
 
-    return await asyncio.gather(*(one(row) for row in manifest.rows))
+    checks = await asyncio.gather(*(one(r, k) for r, k in zip(manifest.rows, keys, strict=True)))
+    await asyncio.to_thread(cache.save)
+    return checks
 
 
 def _identity(check: AudioCheck, settings: InvoxSettings, api_version: str) -> str | None:
@@ -212,6 +225,7 @@ async def transcribe_batch(
             else 50 (and at most an hour of audio) per task run.
     """
     started = time.monotonic()
+    _freeze_long_lived_objects()
     output = Output.parse(out)
     settings = await _run_settings(api_version, callback_url, completion, callback_listen)
     parse_shard(shard)  # a bad slice is refused before any audio is read
@@ -220,7 +234,7 @@ async def transcribe_batch(
     if should_fan_out(len(parsed.rows), shard_size, shard):
         return await fan_out(parsed, output, shard_size, shard_deployment)
     parsed = take_shard(parsed, shard)
-    checks = await _inspect_all(parsed, settings, state_dir / "spool")
+    checks = await _inspect_all(parsed, settings, state_dir)
     identities = [_identity(check, settings, settings.api_version) for check in checks]
     units = _units(parsed, checks, identities)
     get_run_logger().info("%d rows, %d unique audio files to settle", len(parsed.rows), len(units))
@@ -283,6 +297,14 @@ async def transcribe_batch(
     }
     parts = [written.files_path, written.segments_path, *captions]
     return await _conclude(output, staging, summary, file_rows, parts)
+
+
+def _freeze_long_lived_objects() -> None:
+    """Keep full collections off the imports' million objects, which live as long as the
+    process; unfrozen at exit so extension modules see their objects freed."""
+    if not gc.get_freeze_count():
+        atexit.register(gc.unfreeze)
+    gc.freeze()
 
 
 async def _run_settings(

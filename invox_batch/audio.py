@@ -27,6 +27,7 @@ __all__ = [
     "ErrorType",
     "detect_mime_type",
     "inspect_audio",
+    "is_uri",
 ]
 
 ErrorType = Literal[
@@ -139,7 +140,7 @@ def _inspect(
     accepted = ACCEPTED_MIME_TYPES | set(mime_types.values())
     declared = _declared_mime(row.mime_type, accepted)
     shown = _show(row.location)
-    if not _is_uri(row.location):
+    if not is_uri(row.location):
         path = Path(row.location)
         size = _stat_local(path, shown, row.audio_path)
         return _examine(path, size, None, row, mime_types, declared, hash_content)
@@ -183,7 +184,7 @@ def _examine(
 # --- where the bytes are -----------------------------------------------------------------------
 
 
-def _is_uri(location: str) -> bool:
+def is_uri(location: str) -> bool:
     """ManifestRow.location is an absolute local path unless it is an fsspec URI."""
     return _URI.match(location) is not None
 

@@ -167,35 +167,65 @@ def _check_columns(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, table: 
             )
 
 
-def _value_problem(type_: pa.DataType, value: Any) -> str | None:
-    """What pyarrow would accept silently but we refuse (floats truncated to ints, naive times)."""
+def _value_check(type_: pa.DataType) -> Callable[[Any], str | None]:
+    """What pyarrow would accept silently but we refuse (floats truncated to ints, naive times),
+    as one check per column type, so a large run does not re-inspect the type per value."""
+    if pa.types.is_integer(type_):
+        return _not_integer
+    if pa.types.is_floating(type_):
+        return _not_number
+    if pa.types.is_string(type_) or pa.types.is_large_string(type_):
+        return _not_string
+    if pa.types.is_list(type_):
+        return _not_list
+    if pa.types.is_timestamp(type_) and type_.tz is not None:
+        return _not_aware_datetime
+    return _anything
+
+
+def _not_integer(value: Any) -> str | None:
+    if value is None or (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+        return None
+    return f"expected an integer, got {type(value).__name__}"
+
+
+def _not_number(value: Any) -> str | None:
+    if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+        return None
+    return f"expected a number, got {type(value).__name__}"
+
+
+def _not_string(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return None
+    return f"expected a string, got {type(value).__name__}"
+
+
+def _not_list(value: Any) -> str | None:
+    if value is None or isinstance(value, list | tuple):
+        return None
+    return f"expected a list, got {type(value).__name__}"  # a str would split into letters
+
+
+def _not_aware_datetime(value: Any) -> str | None:
     if value is None:
         return None
-    if pa.types.is_integer(type_) and (
-        isinstance(value, bool) or not isinstance(value, numbers.Integral)
-    ):
-        return f"expected an integer, got {type(value).__name__}"
-    if pa.types.is_floating(type_) and (
-        isinstance(value, bool) or not isinstance(value, numbers.Real)
-    ):
-        return f"expected a number, got {type(value).__name__}"
-    is_text = pa.types.is_string(type_) or pa.types.is_large_string(type_)
-    if is_text and not isinstance(value, str):
-        return f"expected a string, got {type(value).__name__}"
-    if pa.types.is_list(type_) and not isinstance(value, list | tuple):
-        return f"expected a list, got {type(value).__name__}"  # a str would split into letters
-    if pa.types.is_timestamp(type_) and type_.tz is not None:
-        if not isinstance(value, datetime.datetime):
-            return f"expected a datetime, got {type(value).__name__}"
-        if value.utcoffset() is None:
-            return "naive datetime; pass a timezone-aware UTC datetime"
+    if not isinstance(value, datetime.datetime):
+        return f"expected a datetime, got {type(value).__name__}"
+    if value.utcoffset() is None:
+        return "naive datetime; pass a timezone-aware UTC datetime"
+    return None
+
+
+def _anything(value: Any) -> str | None:
     return None
 
 
 def _column(values: list[Any], field: pa.Field, table: str) -> pa.Array:
     """One column as Arrow, failing with the column and row but without the offending value."""
+    check = _value_check(field.type)
     for index, value in enumerate(values):
-        problem = _value_problem(field.type, value)
+        problem = check(value)
         if problem:
             raise SchemaDriftError(f"{table} column {field.name!r} row {index}: {problem}")
     try:

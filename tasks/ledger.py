@@ -24,7 +24,7 @@ from prefect.results import ResultStore
 from prefect.serializers import JSONSerializer
 from prefect.types._datetime import now
 
-from .storage import saved_storage
+from .storage import ledger_storage
 
 __all__ = ["Generation", "Ledger", "audio_identity", "result_key", "upload_key"]
 
@@ -74,7 +74,7 @@ class Ledger:
     @classmethod
     async def open(cls, root: Path, cache_expiration: dt.timedelta | None = None) -> Ledger:
         """A ledger over ``root``, whose records are written atomically and owner-only."""
-        return cls(await saved_storage(root), cache_expiration)
+        return cls(ledger_storage(root), cache_expiration)
 
     async def read(self, key: str) -> dict[str, Any] | None:
         """The record under ``key``, or None when absent, unreadable or expired (one file read)."""

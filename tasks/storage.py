@@ -8,7 +8,6 @@ temporary file, fsyncs it and renames it over the target.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import anyio.to_thread
@@ -16,7 +15,7 @@ from prefect.filesystems import LocalFileSystem
 
 from invox_batch.dataset import atomic_write, make_dirs, sweep_stale_temps
 
-__all__ = ["AtomicLocalFileSystem", "saved_storage"]
+__all__ = ["AtomicLocalFileSystem", "ledger_storage"]
 
 
 class AtomicLocalFileSystem(LocalFileSystem):
@@ -37,11 +36,9 @@ class AtomicLocalFileSystem(LocalFileSystem):
         return str(target)
 
 
-async def saved_storage(root: Path) -> AtomicLocalFileSystem:
-    """The storage for ``root``, saved as a block (Prefect requires saved blocks on tasks)."""
+def ledger_storage(root: Path) -> AtomicLocalFileSystem:
+    """The storage for ``root``; never saved as a block: no task persists into it, so a run
+    spends no API call on it."""
     make_dirs(root)
     sweep_stale_temps(root, pattern=".*.tmp-*")  # records a killed run was writing
-    name = "invox-ledger-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-    storage = AtomicLocalFileSystem(basepath=str(root.resolve()))
-    await storage.asave(name=name, overwrite=True)
-    return storage
+    return AtomicLocalFileSystem(basepath=str(root.resolve()))
