@@ -182,8 +182,9 @@ class Run:
         scheduled = self.policy(unit.duration_s)
         policy = await self.options.completion.policy(request_id, scheduled)
         learn = self._learner(unit, policy) if policy is scheduled else None
-        if policy is scheduled:  # processing began when the audio landed, not after our save
-            since = time.monotonic() - self._landed.pop(request_id, time.monotonic())
+        landed = self._landed.pop(request_id, None)
+        if policy is scheduled and landed is not None:  # processing began when the audio landed
+            since = time.monotonic() - landed
             policy = dataclasses.replace(
                 policy, first_delay_s=max(0.0, policy.first_delay_s - since)
             )

@@ -23,7 +23,7 @@ from ._exceptions import (
     error_from_transport,
     parse_retry_after,
 )
-from ._limiter import AdaptiveLimiter, send_limited
+from ._limiter import AdaptiveLimiter
 from ._models import (
     PresignedUpload,
     Transcription,
@@ -242,8 +242,6 @@ class InvoxClient:
         }
         url = f"{self.settings.base_url}{path}"
         try:
-            return await send_limited(
-                self.limiter, lambda: self._http.post(url, json=payload, headers=headers)
-            )
+            return await self._http.post(url, json=payload, headers=headers)
         except httpx.TransportError as exc:
             raise error_from_transport(exc, operation=operation) from None

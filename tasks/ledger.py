@@ -2,9 +2,9 @@
 
 Audio identity is the content sha256 plus the API base URL and version. Each paid attempt at an
 identity is a *generation* ``g``: ``upload-<identity>-g<g>`` records the accepted upload (its
-request id) and ``result-<identity>-g<g>`` the terminal result. The upload and poll tasks persist
-those records themselves (``cache_key_fn`` + JSON result storage); the flow reads them first so a
-rerun skips work without even a cached task run.
+request id) and ``result-<identity>-g<g>`` the terminal result. The run saves each record, in
+Prefect's JSON result-record format, before it does anything else with that file; every run
+reads them first, so a rerun skips paid-for work without a task run or an API call.
 """
 
 from __future__ import annotations
@@ -78,14 +78,7 @@ class Ledger:
 
     async def read(self, key: str) -> dict[str, Any] | None:
         """The record under ``key``, or None when absent, unreadable or expired (one file read)."""
-        try:
-            record = await self._store.aread(key)
-        except (OSError, ValueError):  # Prefect's storage says "does not exist" with ValueError
-            return None
-        expiration = record.metadata.expiration
-        if expiration is not None and expiration <= dt.datetime.now(dt.UTC):
-            return None
-        return record.result if isinstance(record.result, dict) else None
+        return await asyncio.to_thread(self._read_known, key, None)
 
     async def save(
         self, key: str, record: dict[str, Any], expires_in: dt.timedelta | None = None
@@ -95,7 +88,8 @@ class Ledger:
         await self._store.awrite(obj=record, key=key, expiration=expiration)
 
     def _read_known(self, key: str, names: set[str] | None) -> dict[str, Any] | None:
-        """Like ``read``, synchronously, skipping keys a folder listing says are absent."""
+        """The record under ``key`` (None when absent, unreadable or expired), skipping keys a
+        folder listing says are absent."""
         if names is not None and key not in names:
             return None
         try:
@@ -138,12 +132,6 @@ class Ledger:
         if number >= max_resubmits and not force:
             return Generation(number, "exhausted", upload, result)
         return Generation(number + 1, "submit")
-
-    async def locate(
-        self, identity: str, max_resubmits: int, force: bool, flow_run_id: str | None = None
-    ) -> Generation:
-        """Where one identity stands (see ``_locate``), read off the event loop."""
-        return await asyncio.to_thread(self._locate, identity, max_resubmits, force, flow_run_id)
 
     async def locate_all(
         self, identities: Iterable[str], max_resubmits: int, force: bool, flow_run_id: str | None

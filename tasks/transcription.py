@@ -1,9 +1,10 @@
-"""Prefect tasks for one audio file: presign, upload, poll; each run is named after its file.
+"""The steps for one audio file (presign, upload, poll) as plain coroutines, and as Prefect tasks.
 
-The flow run's single ``InvoxClient`` reaches the tasks through a context variable, never as a
-task input (Prefect would try to hash it). ``upload`` and ``poll`` persist their results as JSON
-under explicit cache keys (see ``tasks.ledger``); ``presign`` persists nothing because its result
-holds a signed URL.
+The flow runs the plain steps (``open_job``, ``send_audio``, ``fetch_result``) inside one
+``settle-files`` task run per group of files, retrying each with ``with_retries``, and saves the
+ledger records itself. The tasks ``presign``, ``upload`` and ``poll`` wrap the same steps for
+flows that want one task run per call. The flow run's single ``InvoxClient`` reaches both
+through a context variable, never as a task input (Prefect would try to hash it).
 """
 
 from __future__ import annotations
