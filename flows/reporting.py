@@ -17,7 +17,7 @@ from prefect.artifacts import (
 )
 
 from invox_batch.budget import budget_line
-from invox_batch.dataset import atomic_write
+from invox_batch.files import atomic_write
 from invox_batch.progress import ProgressTracker
 
 __all__ = [

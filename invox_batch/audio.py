@@ -17,28 +17,19 @@ import soundfile
 
 from invox import ACCEPTED_MIME_TYPES, DEFAULT_MIME_TYPES
 
-from .dataset import make_dirs
+from .errors import ErrorType
+from .files import make_dirs
 from .manifest import ManifestRow
 
 __all__ = [
     "ACCEPTED_MIME_TYPES",
     "CHUNK_BYTES",
     "AudioCheck",
-    "ErrorType",
     "detect_mime_type",
     "inspect_audio",
     "is_uri",
 ]
 
-ErrorType = Literal[
-    "bad_manifest_row",
-    "file_missing",
-    "not_a_file",
-    "unreadable",
-    "empty_file",
-    "unsupported_type",
-    "not_audio",
-]
 
 CHUNK_BYTES = 1024 * 1024
 _HEAD_BYTES = 4096
@@ -136,7 +127,7 @@ def _inspect(
 ) -> AudioCheck:
     """inspect_audio's checks in order, raising _Rejected at the first failure."""
     if row.problem is not None:
-        raise _Rejected("bad_manifest_row", row.problem)
+        raise _Rejected(ErrorType.BAD_MANIFEST_ROW, row.problem)
     accepted = ACCEPTED_MIME_TYPES | set(mime_types.values())
     declared = _declared_mime(row.mime_type, accepted)
     shown = _show(row.location)
@@ -165,13 +156,15 @@ def _examine(
     shown = _show(row.location)
     if size == 0:
         raise _Rejected(
-            "empty_file", f"audio file is empty (0 bytes): {shown}; re-export or re-copy it", size=0
+            ErrorType.EMPTY_FILE,
+            f"audio file is empty (0 bytes): {shown}; re-export or re-copy it",
+            size=0,
         )
     content = _read_or_reject(lambda: _sniff(path), shown, size, digest)
     mime = _choose_mime(content, declared, row, mime_types, shown, size, digest)
     if content.duration_s == 0:
         raise _Rejected(
-            "empty_file",
+            ErrorType.EMPTY_FILE,
             f"audio file holds no samples (0 s of audio): {shown}; re-export it",
             size=size,
             sha256=digest,
@@ -201,26 +194,27 @@ def _stat_local(path: Path, shown: str, audio_path: str) -> int:
     try:
         info = path.stat()
     except (FileNotFoundError, NotADirectoryError):
-        raise _Rejected("file_missing", _missing_message(path, shown, audio_path)) from None
+        raise _Rejected(ErrorType.FILE_MISSING, _missing_message(path, shown, audio_path)) from None
     except PermissionError:
         raise _Rejected(
-            "unreadable",
+            ErrorType.UNREADABLE,
             f"cannot reach audio file {shown}: permission denied on a folder above it "
             "(grant the user running invox-batch access)",
         ) from None
     except OSError as exc:
         raise _Rejected(
-            "unreadable", f"cannot access audio file {shown}: {exc.strerror or exc}"
+            ErrorType.UNREADABLE, f"cannot access audio file {shown}: {exc.strerror or exc}"
         ) from None
     if stat.S_ISDIR(info.st_mode):
         raise _Rejected(
-            "not_a_file",
+            ErrorType.NOT_A_FILE,
             f"audio_path is a directory, not an audio file: {shown} "
             "(list each file on its own row)",
         )
     if not stat.S_ISREG(info.st_mode):
         raise _Rejected(
-            "not_a_file", f"audio_path is not a regular file (a pipe, socket or device): {shown}"
+            ErrorType.NOT_A_FILE,
+            f"audio_path is not a regular file (a pipe, socket or device): {shown}",
         )
     return info.st_size
 
@@ -241,18 +235,21 @@ def _spool(uri: str, spool_dir: Path, shown: str) -> tuple[Path, int, str]:
         info = fs.info(remote)
     except FileNotFoundError:
         raise _Rejected(
-            "file_missing", f"audio file not found: {shown} (check audio_path in the manifest)"
+            ErrorType.FILE_MISSING,
+            f"audio file not found: {shown} (check audio_path in the manifest)",
         ) from None
     except PermissionError:
         raise _Rejected(
-            "unreadable", f"cannot read audio file {shown}: permission denied"
+            ErrorType.UNREADABLE, f"cannot read audio file {shown}: permission denied"
         ) from None
     except Exception as exc:  # each fsspec backend raises its own exception types
         raise _Rejected(
-            "unreadable", f"cannot read audio file {shown}: {type(exc).__name__}: {exc}"
+            ErrorType.UNREADABLE, f"cannot read audio file {shown}: {type(exc).__name__}: {exc}"
         ) from None
     if info.get("type") == "directory":
-        raise _Rejected("not_a_file", f"audio_path is a directory, not an audio file: {shown}")
+        raise _Rejected(
+            ErrorType.NOT_A_FILE, f"audio_path is a directory, not an audio file: {shown}"
+        )
     make_dirs(spool_dir.parent)  # <out>/.state as the output's setting says
     make_dirs(spool_dir, private=True)  # copies of medical audio: owner-only whatever the setting
     handle, name = tempfile.mkstemp(dir=spool_dir, prefix="audio-")
@@ -263,7 +260,7 @@ def _spool(uri: str, spool_dir: Path, shown: str) -> tuple[Path, int, str]:
     except Exception as exc:  # as above: a per-row failure must not stop the batch
         target.unlink(missing_ok=True)
         raise _Rejected(
-            "unreadable", f"cannot read audio file {shown}: {type(exc).__name__}: {exc}"
+            ErrorType.UNREADABLE, f"cannot read audio file {shown}: {type(exc).__name__}: {exc}"
         ) from None
     return target, size, digest
 
@@ -295,7 +292,7 @@ def _read_or_reject(read: Callable[[], T], shown: str, size: int, digest: str | 
         return read()
     except PermissionError:
         raise _Rejected(
-            "unreadable",
+            ErrorType.UNREADABLE,
             f"cannot read audio file {shown}: permission denied "
             "(make it readable by the user running invox-batch)",
             size=size,
@@ -303,7 +300,7 @@ def _read_or_reject(read: Callable[[], T], shown: str, size: int, digest: str | 
         ) from None
     except OSError as exc:
         raise _Rejected(
-            "unreadable",
+            ErrorType.UNREADABLE,
             f"cannot read audio file {shown}: {exc.strerror or exc}",
             size=size,
             sha256=digest,
@@ -404,7 +401,7 @@ def _declared_mime(value: str | None, accepted: frozenset[str] | set[str]) -> st
     mime = value.split(";")[0].strip().lower()
     if mime not in accepted:
         raise _Rejected(
-            "unsupported_type",
+            ErrorType.UNSUPPORTED_TYPE,
             f"mime_type {value!r} in the manifest is not accepted by the Invox API "
             f"(accepted: {', '.join(sorted(accepted))}); fix it, or leave it empty to detect it",
         )
@@ -423,7 +420,7 @@ def _choose_mime(
     """Content decides whether it is audio at all; then manifest cell > content > extension."""
     if content.kind == "not_audio":
         raise _Rejected(
-            "not_audio",
+            ErrorType.NOT_AUDIO,
             f"not a recognisable audio file: {shown} ({content.detail}), "
             "whatever its extension says",
             size=size,
@@ -431,7 +428,7 @@ def _choose_mime(
         )
     if content.kind == "unsupported":
         raise _Rejected(
-            "unsupported_type",
+            ErrorType.UNSUPPORTED_TYPE,
             f"{shown} is {content.detail} audio, which the Invox API does not accept; "
             "convert it to WAV, FLAC, MP3, OGG, M4A or WebM",
             size=size,
@@ -445,7 +442,7 @@ def _choose_mime(
     if by_extension is not None and by_extension == _family_mime(".m4a", mime_types):
         return by_extension
     raise _Rejected(
-        "unsupported_type",
+        ErrorType.UNSUPPORTED_TYPE,
         f"{shown} is an MP4 file (brand '{content.detail}') that may hold video; if it is "
         "audio-only, name it .m4a or set mime_type to audio/m4a in the manifest",
         size=size,

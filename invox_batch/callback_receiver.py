@@ -33,6 +33,7 @@ from invox import (
 from sandbox.server import ThreadedServer
 
 from .callback_store import CallbackStore
+from .errors import CallbackRejected
 
 __all__ = [
     "CALLBACK_PATH",
@@ -50,15 +51,6 @@ MAX_BODY_BYTES = 32 * 1024 * 1024  # a long consultation's segments, with ample 
 SCHEMES = ("hmac-sha256", "none")
 Scheme = Literal["hmac-sha256", "none"]
 _log = logging.getLogger("invox_batch.callbacks")
-
-
-class CallbackRejected(Exception):
-    """A delivery the receiver refuses; ``reason`` is machine-readable, ``status`` the answer."""
-
-    def __init__(self, reason: str, message: str, status: int = 401) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.status = status
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .dataset import PRIVATE_FILE_MODE, fsync_dir, make_dirs
+from .files import create_marker, write_once
 
 __all__ = ["CallbackStore", "Recorded"]
 
@@ -54,14 +52,7 @@ class CallbackStore:
 
     def first_sighting(self, fingerprint: str | bytes) -> bool:
         """Claim a signature (or body) atomically; False when it was claimed before: a replay."""
-        seen = self.root / "seen"
-        make_dirs(seen, private=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        try:
-            os.close(os.open(seen / _digest(fingerprint), flags, PRIVATE_FILE_MODE))
-        except FileExistsError:
-            return False
-        return True
+        return create_marker(self.root / "seen" / _digest(fingerprint))
 
     def forget_sighting(self, fingerprint: str | bytes) -> None:
         """Release a claim whose record could not be written, so a retry is not a replay."""
@@ -69,23 +60,7 @@ class CallbackStore:
 
     def record(self, request_id: str, record: dict[str, Any]) -> Recorded:
         """Write the record unless one exists for this request id (the first delivery wins)."""
-        make_dirs(self.root, private=True)
-        final = self.path_for(request_id)
-        if final.exists():
-            return "duplicate"
-        tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(8)}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(tmp, flags, PRIVATE_FILE_MODE)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
-                handle.write(json.dumps(record, ensure_ascii=False).encode())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.link(tmp, final)  # unlike rename, fails when a record is already there
-        except FileExistsError:
-            return "duplicate"
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(self.root)
-        return "recorded"
+        data = json.dumps(record, ensure_ascii=False).encode()
+        return (
+            "recorded" if write_once(self.path_for(request_id), data, private=True) else "duplicate"
+        )

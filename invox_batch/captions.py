@@ -10,7 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import BinaryIO
 
-from .dataset import atomic_write
+from .files import atomic_write
 
 Segment = tuple[float, float, str, str | None]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .audio import AudioCheck, is_uri
-from .dataset import atomic_write
+from .files import atomic_write
 from .manifest import ManifestRow
 
 __all__ = ["CheckCache"]

@@ -28,9 +28,9 @@ from sandbox.settings import SandboxSettings
 
 from .callback_cli import callback_options, serve_callbacks
 from .embedded import resolve_api
+from .files import PRIVATE_FILES_ENV, private_files
 from .manifest import FORMATS, ManifestError, read_manifest
 from .output import Output
-from .permissions import PRIVATE_FILES_ENV, private_files
 
 app = typer.Typer(
     name="invox-batch",

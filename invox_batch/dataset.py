@@ -7,14 +7,10 @@ parts (even across a date change) and never duplicates rows.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import numbers
-import os
 import re
-import secrets
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,17 +20,15 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from .errors import SchemaDriftError
 from .failpoints import failpoint
-from .permissions import private_files
+from .files import atomic_write, make_dirs, sweep_stale_temps
 
 SCHEMA_VERSION = "1"
 VERSION_KEY = b"invox_batch.schema_version"
 METADATA_COLUMNS_KEY = b"invox_batch.metadata_columns"
 PARTITION_COLUMN = "run_date"
 STATUSES = frozenset({"completed", "failed"})
-PRIVATE_FILE_MODE, PRIVATE_DIR_MODE = 0o600, 0o700
-# A temp part file this old belongs to a writer that died (no write takes an hour).
-STALE_TEMP_S = 3600.0
 _UTC_US = pa.timestamp("us", tz="UTC")
 # Parquet names list items "element"; naming them so here makes a read-back schema compare equal.
 _STRING_LIST = pa.list_(pa.field("element", pa.string()))
@@ -110,10 +104,6 @@ QUALIFY row_number() OVER (
 ) = 1
 ORDER BY file_id
 """
-
-
-class SchemaDriftError(ValueError):
-    """Rows that do not match the declared schema; names columns and rows, never values."""
 
 
 @dataclass(frozen=True)
@@ -274,55 +264,6 @@ def _part_name(flow_run_id: str) -> str:
     return f"{flow_run_id}.parquet"
 
 
-def make_dirs(path: Path, *, private: bool | None = None) -> None:
-    """Create missing directories (owner-only when private); existing ones keep their mode."""
-    private = private_files(private)
-    missing: list[Path] = []
-    current = path
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, PRIVATE_DIR_MODE if private else 0o777)
-        except FileExistsError:
-            continue
-        if private:
-            os.chmod(directory, PRIVATE_DIR_MODE)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable: the directory entry is data too."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(
-    path: Path, write: Callable[[BinaryIO], object], *, private: bool | None = None
-) -> None:
-    """Write through a hidden temp file, fsync, rename: readers see the old file or the new one."""
-    private = private_files(private)
-    make_dirs(path.parent, private=private)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(8)}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(tmp, flags, PRIVATE_FILE_MODE if private else 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if private:
-                os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def _write_parquet(path: Path, table: pa.Table, *, private: bool | None) -> None:
     """One part file, atomically; zstd because every reader we serve supports it."""
 
@@ -338,22 +279,6 @@ def _remove_other_dates(root: Path, name: str, keep: Path) -> None:
     for part in root.glob(f"{PARTITION_COLUMN}=*/{name}"):
         if part != keep:
             part.unlink(missing_ok=True)
-
-
-def sweep_stale_temps(
-    root: Path,
-    older_than_s: float = STALE_TEMP_S,
-    pattern: str = f"*/{PARTITION_COLUMN}=*/.*.parquet.tmp-*",
-) -> int:
-    """Delete hidden temp files a killed writer left behind (readers never see them anyway)."""
-    cutoff = time.time() - older_than_s
-    removed = 0
-    for temp in root.glob(pattern):
-        with contextlib.suppress(OSError):
-            if temp.stat().st_mtime < cutoff:
-                temp.unlink()
-                removed += 1
-    return removed
 
 
 def write_run(
@@ -381,7 +306,7 @@ def write_run(
     _write_parquet(files_path, files, private=private)
     _remove_other_dates(root / "segments", name, segments_path)
     _remove_other_dates(root / "files", name, files_path)
-    sweep_stale_temps(root)
+    sweep_stale_temps(root, f"*/{PARTITION_COLUMN}=*/.*.parquet.tmp-*")
     return WrittenRun(files_path, segments_path, files.num_rows, segments.num_rows)
 
 

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from fsspec.registry import known_implementations
 
 from .dataset import FILES_SCHEMA, PARTITION_COLUMN
+from .errors import ManifestError
 
 __all__ = [
     "FORMATS",
@@ -48,10 +49,6 @@ FORMATS: dict[str, Format] = {
 _URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _RESERVED_FOLDED = frozenset(name.casefold() for name in RESERVED_COLUMNS)
 _SHOWN_NAMES, _SHOWN_DUPLICATES, _CLIP = 8, 5, 40
-
-
-class ManifestError(Exception):
-    """Whole-manifest problem; str(exc) is one clear, actionable sentence (the CLI exits 2)."""
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,12 @@ from typing import Any
 
 import duckdb
 
+from .errors import ReportError
+
 __all__ = ["ReportError", "RunReport", "load_report", "report_html", "report_markdown"]
 
 # Plots draw at most this many rows (the newest); the numbers always cover every row.
 PLOT_ROW_CAP = 20_000
-
-
-class ReportError(ValueError):
-    """No dataset (or no such run) to report on; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markdown import Markdown
 
-from .dataset import atomic_write
+from .files import atomic_write
 from .report import load_report, report_html, report_markdown
 
 __all__ = ["print_report"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio.to_thread
 from prefect.filesystems import LocalFileSystem
 
-from invox_batch.dataset import atomic_write, make_dirs, sweep_stale_temps
+from invox_batch.files import atomic_write, make_dirs, sweep_stale_temps
 
 __all__ = ["AtomicLocalFileSystem", "ledger_storage"]
 
@@ -40,5 +40,5 @@ def ledger_storage(root: Path) -> AtomicLocalFileSystem:
     """The storage for ``root``; never saved as a block: no task persists into it, so a run
     spends no API call on it."""
     make_dirs(root)
-    sweep_stale_temps(root, pattern=".*.tmp-*")  # records a killed run was writing
+    sweep_stale_temps(root, ".*.tmp-*")  # records a killed run was writing
     return AtomicLocalFileSystem(basepath=str(root.resolve()))

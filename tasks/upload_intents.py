@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect.context import TaskRunContext
 
 from invox import InvoxClient, InvoxError, NotFoundError, unlimited
-from invox_batch.dataset import atomic_write
+from invox_batch.files import atomic_write
 
 __all__ = [
     "confirm_landed",

@@ -22,13 +22,13 @@ from invox_batch.dataset import (
     SCHEMA_VERSION,
     SEGMENTS_SCHEMA,
     SchemaDriftError,
-    atomic_write,
     files_schema,
     latest_per_file_sql,
     read_files,
     read_segments,
     write_run,
 )
+from invox_batch.files import atomic_write
 
 UTC = datetime.UTC
 T0 = datetime.datetime(2025, 3, 1, 9, 0, tzinfo=UTC)

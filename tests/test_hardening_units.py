@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from invox import InvoxClient, InvoxSettings, ResponseFormatError, ResponseLostError
-from invox_batch.dataset import sweep_stale_temps
 from invox_batch.failpoints import ENV, parse
+from invox_batch.files import sweep_stale_temps
 from sandbox.server import SandboxServer
 from sandbox.settings import SandboxSettings
 from tasks.upload_intents import confirm_landed
@@ -54,12 +54,12 @@ def test_stale_hidden_temp_parts_are_swept_fresh_ones_kept(tmp_path: Path) -> No
     stale.write_bytes(b"x")
     fresh.write_bytes(b"x")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    assert sweep_stale_temps(tmp_path) == 1
+    assert sweep_stale_temps(tmp_path, "*/run_date=*/.*.parquet.tmp-*") == 1
     assert not stale.exists() and fresh.exists()
     record = tmp_path / ".upload-abc-g0.tmp-3"
     record.write_bytes(b"{")
     os.utime(record, (time.time() - 7200, time.time() - 7200))
-    assert sweep_stale_temps(tmp_path, pattern=".*.tmp-*") == 1 and not record.exists()
+    assert sweep_stale_temps(tmp_path, ".*.tmp-*") == 1 and not record.exists()
 
 
 def test_confirm_landed_reads_the_job_state(settings: InvoxSettings, tmp_path: Path) -> None:

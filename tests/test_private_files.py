@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from invox_batch.cli import app
-from invox_batch.permissions import PRIVATE_FILES_ENV, private_files
+from invox_batch.files import PRIVATE_FILES_ENV, private_files
 
 from .flow_helpers import audio_set, run_flow, write_csv_manifest
 from .helpers import SandboxControl
