@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from tasks.transcription import run_logger
+
 from invox import ConfigurationError, InvoxSettings, PollPolicy, check_callback_url
 from invox_batch.callback_receiver import CALLBACK_PATH, ReceiverConfig, running_receiver
 from invox_batch.callback_store import CallbackStore
-from tasks.transcription import run_logger
 
 __all__ = [
     "CallbackCompletion",

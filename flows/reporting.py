@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -18,11 +19,11 @@ from prefect.artifacts import (
 
 from invox_batch.budget import budget_line
 from invox_batch.files import atomic_write
-from invox_batch.progress import ProgressTracker
+from invox_batch.progress import ProgressSnapshot, ProgressTracker
 
 __all__ = [
     "TABLE_ROW_CAP",
-    "ProgressReporter",
+    "ProgressArtifact",
     "publish_outcomes",
     "summary_markdown",
     "write_summary",
@@ -40,34 +41,39 @@ TABLE_COLUMNS = (
 )
 
 
-class ProgressReporter:
-    """A progress artifact updated as files finish, at most every ``interval_s`` (the API is shared)."""
+class ProgressArtifact:
+    """A progress artifact following a tracker, updated at most every ``interval_s`` (the API is
+    shared) and once more at the end."""
 
-    def __init__(self, total: int, interval_s: float = 2.0) -> None:
-        self.tracker = ProgressTracker(total)
+    def __init__(self, tracker: ProgressTracker, interval_s: float = 2.0) -> None:
+        self.tracker = tracker
         self.interval_s = interval_s
         self._artifact_id: UUID | None = None
         self._last = 0.0
+        self._pending: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        """Create the artifact at 0 %."""
+    async def __aenter__(self) -> ProgressArtifact:
         self._artifact_id = await acreate_progress_artifact(
             progress=0.0, description=self.tracker.snapshot().line()
         )
+        self.tracker.listeners.append(self._listen)
+        return self
 
-    def begin(self) -> None:
-        """A file went in flight (in-process listeners see it; the artifact waits)."""
-        self.tracker.begin()
+    async def __aexit__(self, *_: object) -> None:
+        self.tracker.listeners.remove(self._listen)
+        await asyncio.gather(*self._pending)
+        await self._push(self.tracker.snapshot())
 
-    async def advance(
-        self, status: str = "completed", duration_s: float | None = None, *, began: bool = False
-    ) -> None:
-        """Count a finished file; push an update when enough time has passed or all are done."""
-        snapshot = self.tracker.finish(status, duration_s, began=began)
+    def _listen(self, snapshot: ProgressSnapshot) -> None:
         now = time.monotonic()
-        last = snapshot.done >= snapshot.total
-        if self._artifact_id and (last or now - self._last >= self.interval_s):
+        if now - self._last >= self.interval_s:
             self._last = now
+            update = asyncio.get_running_loop().create_task(self._push(snapshot))
+            self._pending.add(update)
+            update.add_done_callback(self._pending.discard)
+
+    async def _push(self, snapshot: ProgressSnapshot) -> None:
+        if self._artifact_id:
             await aupdate_progress_artifact(
                 self._artifact_id, snapshot.percent, description=snapshot.line()
             )

@@ -23,8 +23,8 @@ from prefect.states import AwaitingRetry, Completed, Failed
 from invox import ConfigurationError
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
+from invox_batch.parameters import Callbacks, Scale, Spend, parse_listen
 
-from .callback_mode import parse_listen
 from .reporting import summary_markdown, write_summary
 
 __all__ = [
@@ -92,7 +92,13 @@ def shard_key(manifest_sha256: str, parent_flow_run_id: str, number: int, count:
 
 
 def child_parameters(
-    parameters: dict[str, Any], rows: int, number: int, count: int
+    parameters: dict[str, Any],
+    spend: Spend,
+    callbacks: Callbacks,
+    scale: Scale,
+    rows: int,
+    number: int,
+    count: int,
 ) -> dict[str, Any]:
     """A child's parameters: its slice, its share of the audio-hours cap, a receiver port of its own.
 
@@ -100,18 +106,25 @@ def child_parameters(
     more than the parent's ``max_audio_hours``.
     """
     start, end = shard_bounds(rows, number, count)
-    child = {**parameters, "shard": f"{number}/{count}"}
-    if parameters.get("max_audio_hours"):
-        child["max_audio_hours"] = parameters["max_audio_hours"] * (end - start) / rows
-    if parameters.get("callback_listen"):
-        if parameters.get("callback_url"):
+    if spend.max_audio_hours:
+        spend = spend.model_copy(
+            update={"max_audio_hours": spend.max_audio_hours * (end - start) / rows}
+        )
+    if callbacks.callback_listen:
+        if callbacks.callback_url:
             raise ConfigurationError(
                 "callback_listen with a fixed callback_url cannot serve several shard runs: run "
                 "`invox-batch callbacks` behind that URL and pass callback_store instead"
             )
-        host, _ = parse_listen(parameters["callback_listen"])
-        child["callback_listen"] = f"[{host}]:0" if ":" in host else f"{host}:0"
-    return child
+        host, _ = parse_listen(callbacks.callback_listen)
+        listen = f"[{host}]:0" if ":" in host else f"{host}:0"
+        callbacks = callbacks.model_copy(update={"callback_listen": listen})
+    groups = {
+        "spend": spend,
+        "callbacks": callbacks,
+        "scale": scale.model_copy(update={"shard": f"{number}/{count}"}),
+    }
+    return {**parameters, **{k: v.model_dump(mode="json") for k, v in groups.items()}}
 
 
 def _budget(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -182,17 +195,18 @@ def _child_summary(output: Output, child: FlowRun, shard: str) -> dict[str, Any]
 
 
 async def fan_out(
-    manifest: Manifest, output: Output, shard_size: int, deployment: str
+    manifest: Manifest, output: Output, spend: Spend, callbacks: Callbacks, scale: Scale
 ) -> State[Any]:
     """Run the manifest as child runs of ``deployment`` and summarise them as this run."""
     started = time.monotonic()
     parent = str(flow_run.id)
-    count = shard_count(len(manifest.rows), shard_size)
-    rows = len(manifest.rows)
+    count = shard_count(len(manifest.rows), scale.shard_size)
+    rows, deployment = len(manifest.rows), scale.shard_deployment
     children_parameters = [
-        child_parameters(dict(flow_run.parameters), rows, n, count) for n in range(1, count + 1)
+        child_parameters(dict(flow_run.parameters), spend, callbacks, scale, rows, n, count)
+        for n in range(1, count + 1)
     ]
-    get_run_logger().info("%d rows: %d shard runs of %s", len(manifest.rows), count, deployment)
+    get_run_logger().info("%d rows: %d shard runs of %s", rows, count, deployment)
     async with get_client() as client:
         children = [
             await _start_shard(

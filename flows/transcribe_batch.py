@@ -1,302 +1,113 @@
-"""The ``transcribe-batch`` flow: manifest → presign/upload/poll per unique audio → Parquet dataset."""
+"""The ``transcribe-batch`` flow: manifest → local checks → settle each unique audio → dataset."""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import dataclasses
 import datetime as dt
 import gc
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
-from pydantic import Field
 
-from invox import (
-    ConfigurationError,
-    InvoxError,
-    InvoxSettings,
-    check_callback_url,
-)
-from invox_batch.audio import AudioCheck, inspect_audio
+from invox import ConfigurationError, InvoxSettings
 from invox_batch.budget import BudgetPlan
-from invox_batch.caption_files import write_file_captions
-from invox_batch.check_cache import CheckCache
-from invox_batch.dataset import write_run
-from invox_batch.manifest import Manifest, ManifestRow, read_manifest
+from invox_batch.captions import write_run_captions
+from invox_batch.checks import Checked, check_all, units_of
+from invox_batch.dataset import file_row, segment_rows, write_run
+from invox_batch.ledger import Ledger
+from invox_batch.manifest import read_manifest
 from invox_batch.output import Output
+from invox_batch.parameters import (
+    Callbacks,
+    Captions,
+    Polling,
+    Retrying,
+    Scale,
+    Spend,
+    StateStorage,
+)
+from invox_batch.progress import ProgressTracker
 from invox_batch.quality import assign_quality, count_flags
-from tasks.ledger import Ledger, audio_identity
+from invox_batch.records import Outcome
+from invox_batch.settling import Run, Unit, counted_client, settle_all
+from tasks.settle import OnDask, OnLoop, authenticate
 
-from .callback_mode import (
-    CompletionMode,
-    check_completion,
-    completion_for,
-)
+from .callback_mode import completion_for
 from .credentials import with_secret_block
-from .dask_runner import dask_task_runner, settle_on_dask
-from .outcomes import (
-    Outcome,
-    RunContext,
-    file_row,
-    segment_rows,
-    summarise,
-)
-from .reporting import publish_outcomes, write_summary
+from .outcomes import summarise
+from .reporting import ProgressArtifact, publish_outcomes, write_summary
 from .run_report import build_run_report, report_section
-from .settling import FATAL_ERROR_TYPES, Options, Unit, settle_all
 from .sharding import fan_out, parse_shard, should_fan_out, take_shard, worker_host
 
-__all__ = ["FATAL_ERROR_TYPES", "transcribe_batch"]
-
-
-@dataclass(frozen=True)
-class Execution:
-    """How the run settles its files: completion mode, receiver, task runner, concurrency."""
-
-    completion: CompletionMode
-    callback_grace_s: float
-    callback_store: Path
-    callback_listen: str | None
-    task_runner: Literal["default", "dask"]
-    dask_address: str | None
-    max_concurrency: int
-
-
-@dataclass(frozen=True)
-class Settled:
-    """What settling the units gave: outcomes, calls made, a fatal stop, the budget."""
-
-    outcomes: dict[str, Outcome]
-    calls: dict[str, int]
-    stop: InvoxError | None
-    plan: BudgetPlan
-
-    def summary(self) -> dict[str, Any]:
-        """The run summary's part about the API: calls, the fatal stop, the budget."""
-        return {
-            "api_calls": self.calls,
-            "fatal_error_type": self.stop.error_type if self.stop else None,
-            "fatal_error_message": self.stop.message if self.stop else None,
-            "budget": self.plan.summary() or None,
-        }
-
-
-def _local_failure(check: AudioCheck) -> Outcome:
-    """A row that never reached the API because a local check failed."""
-    return Outcome(status="failed", error_type=check.error_type, error_message=check.error_message)
-
-
-async def _inspect_all(
-    manifest: Manifest, settings: InvoxSettings, state_dir: Path
-) -> list[AudioCheck]:
-    """Every local check (hashing included) off the event loop, a few files at a time; files
-    unchanged since an earlier run are taken from the check cache without being read."""
-    cache = CheckCache.load(state_dir / "audio-checks.json")
-    mime_types, spool = settings.mime_types, state_dir / "spool"
-    keys = await asyncio.to_thread(lambda: [cache.key(r, mime_types) for r in manifest.rows])
-    limiter = asyncio.Semaphore(4)
-
-    async def one(row: ManifestRow, key: str | None) -> AudioCheck:
-        if (known := cache.get(key, row)) is not None:
-            return known
-        async with limiter:
-            check = await asyncio.to_thread(inspect_audio, row, mime_types, spool)
-        cache.put(key, check)
-        return check
-
-    checks = await asyncio.gather(*(one(r, k) for r, k in zip(manifest.rows, keys, strict=True)))
-    await asyncio.to_thread(cache.save)
-    return checks
-
-
-def _identity(check: AudioCheck, settings: InvoxSettings, api_version: str) -> str | None:
-    """The row's audio identity, or None when a local check failed (nothing to pay for)."""
-    if not (check.ok and check.sha256 and check.local_path and check.mime_type):
-        return None
-    return audio_identity(check.sha256, settings.environment, api_version)
-
-
-def _units(
-    manifest: Manifest, checks: list[AudioCheck], identities: list[str | None]
-) -> dict[str, Unit]:
-    """Unique identities among the rows that passed local checks (first row names the unit)."""
-    units: dict[str, Unit] = {}
-    for row, check, identity in zip(manifest.rows, checks, identities, strict=True):
-        if identity is not None and identity not in units:
-            assert check.local_path and check.mime_type  # _identity only names uploadable rows
-            path, mime = str(check.local_path), check.mime_type
-            units[identity] = Unit(identity, row.file_id, path, mime, check.duration_s)
-    return units
-
-
-def _run_date() -> dt.date:
-    """The partition date: the run's scheduled start in UTC, stable across UI retries."""
-    scheduled = flow_run.scheduled_start_time
-    return scheduled.astimezone(dt.UTC).date() if scheduled else dt.datetime.now(dt.UTC).date()
-
-
-def _write_captions(
-    out: Path, rows: list[tuple[ManifestRow, Outcome]], vtt: bool, srt: bool
-) -> tuple[list[Path], int]:
-    """``<out>/captions/<file_id>.vtt|.srt`` for completed files, and how many had unusable times."""
-    written: list[Path] = []
-    unusable = 0
-    for row, outcome in rows:
-        if outcome.status != "completed":
-            continue
-        try:
-            written += write_file_captions(
-                out, row.file_id, outcome.vtt, outcome.segments, vtt=vtt, srt=srt
-            )
-        except ValueError as exc:  # the provider's timings: the transcript itself is still kept
-            unusable += 1
-            get_run_logger().warning("no captions for %s: %s", row.file_id, exc)
-    return written, unusable
+__all__ = ["transcribe_batch"]
 
 
 @flow(name="transcribe-batch", persist_result=False, validate_parameters=True)
 async def transcribe_batch(
     manifest: str,
     out: str = "out",
-    max_concurrency: Annotated[int, Field(ge=1, le=256)] = 8,
-    poll_timeout_s: Annotated[float, Field(gt=0)] = 900.0,
-    force: bool = False,
-    callback_url: str | None = None,
     api_version: str | None = None,
-    max_resubmits: Annotated[int, Field(ge=0, le=10)] = 2,
-    vtt: bool = False,
-    result_storage: str | None = None,
-    cache_expiration_days: Annotated[float, Field(gt=0)] | None = None,
-    first_poll_ratio: Annotated[float, Field(gt=0)] = 0.5,
-    max_poll_interval_s: Annotated[float, Field(gt=0)] = 30.0,
-    retries: Annotated[int, Field(ge=0, le=20)] = 6,
-    retry_base_delay_s: Annotated[float, Field(ge=0)] = 1.0,
-    completion: CompletionMode = "poll",
-    callback_grace_s: Annotated[float, Field(ge=0)] = 60.0,
-    callback_store: str | None = None,
-    callback_listen: str | None = None,
-    max_audio_hours: Annotated[float, Field(gt=0)] | None = None,
-    srt: bool = False,
-    shard_size: Annotated[int, Field(ge=1)] = 1000,
-    shard: Annotated[str, Field(pattern=r"^(\d+/\d+)?$")] = "",
-    shard_deployment: str = "transcribe-batch/shard",
-    task_runner: Literal["default", "dask"] = "default",
-    dask_address: str | None = None,
-    files_per_task: Annotated[int, Field(ge=0, le=1000)] = 0,
+    spend: Spend = Spend(),
+    polling: Polling = Polling(),
+    retrying: Retrying = Retrying(),
+    callbacks: Callbacks = Callbacks(),
+    captions: Captions = Captions(),
+    scale: Scale = Scale(),
+    state: StateStorage = StateStorage(),
 ) -> dict[str, Any] | State[Any]:
     """Transcribe every audio file of a manifest, paying once per audio content, into Parquet.
 
     Args:
         manifest: Manifest path or URI (.csv, .jsonl or .parquet) with an audio_path column.
         out: Output folder or URI (file://, or s3:// etc. with its fsspec backend installed).
-        max_concurrency: Files in flight at once.
-        poll_timeout_s: Stop polling a job after this many seconds; a rerun resumes it.
-        force: Resubmit every file, even ones already completed.
-        callback_url: HTTPS URL the provider POSTs results to (polling still decides).
         api_version: X-Invox-Medical-Api-Version to send; empty means INVOX_API_VERSION.
-        max_resubmits: Resubmissions per audio content after provider errors, across runs.
-        vtt: Also write <out>/captions/<file_id>.vtt for completed files.
-        result_storage: Folder for the never-pay-twice records; empty means <out>/.state.
-        cache_expiration_days: Forget completed results after this many days.
-        first_poll_ratio: First poll after audio duration times this (the provider's speed).
-        max_poll_interval_s: Longest wait between two polls of one job.
-        retries: Retries of one call after transient errors (429, 5xx, network).
-        retry_base_delay_s: First retry delay in seconds; doubles each time, capped at 30.
-        completion: "poll", or "callback": fetch each result once its callback is recorded.
-        callback_grace_s: In callback mode, poll a job with no callback this long after it
-            should have ended.
-        callback_store: Folder the callback receiver records to; empty means <state>/callbacks.
-        callback_listen: host:port for a receiver run inside this flow (callback mode).
-        max_audio_hours: Submit no more new audio than this; the rest fail as budget_exceeded.
-        srt: Also write <out>/captions/<file_id>.srt for completed files.
-        shard_size: From a deployment, a manifest with more rows runs as child runs of this size.
-        shard: The slice of the manifest this child run handles ("3/8"); set by the parent.
-        shard_deployment: The deployment ("flow/name") the parent starts its shard runs on.
-        task_runner: "dask" settles each file as a task on a Dask cluster (prefect-dask).
-        dask_address: Dask scheduler address; empty means a LocalCluster in the flow's process.
-        files_per_task: Files settled per Prefect task run; 0 means one each up to 100 files,
-            else 50 (and at most an hour of audio) per task run.
+        spend: What the run may pay for: audio-hours cap, resubmissions, force.
+        polling: How results are waited for.
+        retrying: How transient errors (429, 5xx, network) are retried.
+        callbacks: Provider callbacks, and whether they decide when a result is fetched.
+        captions: Caption files (WebVTT, SRT) written beside the dataset.
+        scale: Concurrency, task grouping, Dask, and sharding into child runs.
+        state: Where the never-pay-twice records live, and how long results are remembered.
     """
     started = time.monotonic()
     _freeze_long_lived_objects()
     output = Output.parse(out)
-    settings = await _run_settings(api_version, callback_url, completion, callback_listen)
-    parse_shard(shard)  # a bad slice is refused before any audio is read
-    state_dir = Path(result_storage) if result_storage else output.default_state_dir()
+    settings = await _run_settings(api_version)
+    parse_shard(scale.shard)  # a bad slice is refused before any audio is read
+    state_dir = Path(state.result_storage) if state.result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
-    if should_fan_out(len(parsed.rows), shard_size, shard):
-        return await fan_out(parsed, output, shard_size, shard_deployment)
-    parsed = take_shard(parsed, shard)
-    checks = await _inspect_all(parsed, settings, state_dir)
-    identities = [_identity(check, settings, settings.api_version) for check in checks]
-    units = _units(parsed, checks, identities)
-    get_run_logger().info("%d rows, %d unique audio files to settle", len(parsed.rows), len(units))
-
-    expiration = dt.timedelta(days=cache_expiration_days) if cache_expiration_days else None
-    ledger = await Ledger.open(state_dir / "results", expiration)
-    options = Options(
-        force=force,
-        max_resubmits=max_resubmits,
-        callback_url=callback_url,
-        poll_timeout_s=poll_timeout_s,
-        first_poll_ratio=first_poll_ratio,
-        max_poll_interval_s=max_poll_interval_s,
-        retries=retries,
-        retry_base_delay_s=retry_base_delay_s,
-        max_audio_hours=max_audio_hours,
-        files_per_task=files_per_task,
-    )
-    execution = Execution(
-        completion=completion,
-        callback_grace_s=callback_grace_s,
-        callback_store=Path(callback_store) if callback_store else state_dir / "callbacks",
-        callback_listen=callback_listen,
-        task_runner=task_runner,
-        dask_address=dask_address,
-        max_concurrency=max_concurrency,
-    )
+    if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
+        return await fan_out(parsed, output, spend, callbacks, scale)
+    parsed = take_shard(parsed, scale.shard)
+    checked = await check_all(parsed, settings, state_dir)
+    units = units_of(checked)
+    get_run_logger().info("%d rows, %d unique audio files to settle", len(checked), len(units))
     try:
-        settled = await _settle_units(settings, ledger, options, units, execution)
+        outcomes, run = await _settle(
+            settings, units, state_dir, spend, polling, retrying, callbacks, scale, state
+        )
     finally:
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
-
-    context = RunContext(flow_run_id=str(flow_run.id or "local"), api_version=settings.api_version)
-    per_row = [
-        (row, check, settled.outcomes[identity] if identity else _local_failure(check))
-        for row, check, identity in zip(parsed.rows, checks, identities, strict=True)
-    ]
-    file_rows = [file_row(r, c, o, context) for r, c, o in per_row]
-    file_rows = assign_quality(file_rows, [o.segments for _, _, o in per_row])
-    segments = [s for r, c, o in per_row for s in segment_rows(r, c, o, context)]
-    staging = output.local or state_dir / "staging" / context.flow_run_id
-    written = write_run(
-        staging, context.flow_run_id, _run_date(), file_rows, segments, parsed.metadata_schema
+    per_row = [(c, outcomes[c.identity] if c.identity else c.local_failure()) for c in checked]
+    staging = output.local or state_dir / "staging" / str(flow_run.id or "local")
+    summary = _write(staging, per_row, settings.api_version, captions, parsed.metadata_schema)
+    summary.update(
+        manifest=manifest,
+        shard=scale.shard,
+        host=worker_host(),
+        unique_audio=len(units),
+        api_calls=run.calls.as_dict(),
+        fatal_error_type=run.stop.error_type if run.stop else None,
+        fatal_error_message=run.stop.message if run.stop else None,
+        budget=run.budget.summary() or None,
+        wall_s=round(time.monotonic() - started, 3),
     )
-    captions, captions_failed = _write_captions(staging, [(r, o) for r, _, o in per_row], vtt, srt)
-    summary = {
-        **summarise(file_rows),
-        "flow_run_id": context.flow_run_id,
-        "manifest": manifest,
-        "shard": shard,
-        "host": worker_host(),
-        "api_version": settings.api_version,
-        "unique_audio": len(units),
-        **settled.summary(),
-        "wall_s": round(time.monotonic() - started, 3),
-        "files_path": output.location(written.files_path.relative_to(staging)),
-        "segments_path": output.location(written.segments_path.relative_to(staging)),
-        "quality": count_flags(file_rows),
-        "captions_failed": captions_failed,
-    }
-    parts = [written.files_path, written.segments_path, *captions]
-    return await _conclude(output, staging, summary, file_rows, parts)
+    return await _conclude(output, staging, summary)
 
 
 def _freeze_long_lived_objects() -> None:
@@ -307,12 +118,7 @@ def _freeze_long_lived_objects() -> None:
     gc.freeze()
 
 
-async def _run_settings(
-    api_version: str | None,
-    callback_url: str | None,
-    completion: CompletionMode,
-    callback_listen: str | None,
-) -> InvoxSettings:
+async def _run_settings(api_version: str | None) -> InvoxSettings:
     """The run's API settings, refused up front (before any audio is read) when unusable."""
     settings = InvoxSettings(api_version=api_version) if api_version else InvoxSettings()
     if not settings.base_url:
@@ -321,47 +127,101 @@ async def _run_settings(
             "worker's environment (the key as INVOX_API_KEY or the Secret block invox-api-key), "
             "or use `invox-batch run`"
         )
-    if callback_url:
-        check_callback_url(callback_url)
-    check_completion(completion, callback_url, callback_listen)
     return await with_secret_block(settings)
 
 
-async def _settle_units(
+async def _settle(
     settings: InvoxSettings,
-    ledger: Ledger,
-    options: Options,
     units: dict[str, Unit],
-    execution: Execution,
-) -> Settled:
-    """Settle every unit in the run's completion mode, on the flow's loop or on Dask."""
-    with completion_for(
-        execution.completion,
-        grace_s=execution.callback_grace_s,
-        store_dir=execution.callback_store,
-        listen=execution.callback_listen,
-        callback_url=options.callback_url,
-        settings=settings,
-    ) as (waiter, url):
-        options = dataclasses.replace(options, callback_url=url, completion=waiter)
-        if execution.task_runner == "dask":
-            runner = dask_task_runner(execution.dask_address, execution.max_concurrency)
-            return Settled(
-                *await settle_on_dask(settings, ledger, options, units, runner, str(flow_run.id))
+    state_dir: Path,
+    spend: Spend,
+    polling: Polling,
+    retrying: Retrying,
+    callbacks: Callbacks,
+    scale: Scale,
+    state: StateStorage,
+) -> tuple[dict[str, Outcome], Run]:
+    """Every unit's outcome, settled on the flow's loop or on Dask, in the run's completion mode."""
+    expiration = (
+        dt.timedelta(days=state.cache_expiration_days) if state.cache_expiration_days else None
+    )
+    ledger = Ledger.open(state_dir / "results", expiration)
+    tracker = ProgressTracker(len(units))
+    store = Path(callbacks.callback_store) if callbacks.callback_store else state_dir / "callbacks"
+    async with counted_client(settings) as (client, calls), ProgressArtifact(tracker):
+        with completion_for(
+            callbacks.completion,
+            grace_s=callbacks.callback_grace_s,
+            store_dir=store,
+            listen=callbacks.callback_listen,
+            callback_url=callbacks.callback_url,
+            settings=settings,
+        ) as (completion, callback_url):
+            run = Run(
+                client,
+                ledger,
+                spend=spend,
+                polling=polling,
+                retrying=retrying,
+                log=get_run_logger(),
+                flow_run_id=str(flow_run.id) if flow_run.id else None,
+                concurrency=scale.max_concurrency,
+                completion=completion,
+                callback_url=callback_url,
+                budget=BudgetPlan(spend.max_audio_hours),
+                progress=tracker,
+                calls=calls,
             )
-        return Settled(
-            *await settle_all(settings, ledger, options, units, execution.max_concurrency)
-        )
+            executor = (
+                OnDask(settings, scale.dask_address, scale.max_concurrency)
+                if scale.task_runner == "dask"
+                else OnLoop(scale.files_per_task, scale.max_concurrency)
+            )
+            outcomes = await settle_all(run, units, executor, lambda: authenticate(client))
+    return outcomes, run
 
 
-async def _conclude(
-    output: Output,
+def _run_date() -> dt.date:
+    """The partition date: the run's scheduled start in UTC, stable across UI retries."""
+    scheduled = flow_run.scheduled_start_time
+    return scheduled.astimezone(dt.UTC).date() if scheduled else dt.datetime.now(dt.UTC).date()
+
+
+def _write(
     staging: Path,
-    summary: dict[str, Any],
-    file_rows: list[dict[str, Any]],
-    parts: list[Path],
-) -> State[Any]:
+    per_row: list[tuple[Checked, Outcome]],
+    api_version: str,
+    captions: Captions,
+    metadata_schema: Any,
+) -> dict[str, Any]:
+    """The run's Parquet parts and caption files, staged; the summary's counts and locations."""
+    flow_run_id = str(flow_run.id or "local")
+    rows = [file_row(c.row, c.check, o, flow_run_id, api_version) for c, o in per_row]
+    rows = assign_quality(rows, [o.segments for _, o in per_row])
+    segments = [s for c, o in per_row for s in segment_rows(c.row, c.check, o, flow_run_id)]
+    written = write_run(staging, flow_run_id, _run_date(), rows, segments, metadata_schema)
+    completed = [(c.row.file_id, o) for c, o in per_row if o.status == "completed"]
+    parts, captions_failed = write_run_captions(
+        staging, completed, vtt=captions.vtt, srt=captions.srt, log=get_run_logger()
+    )
+    return {
+        **summarise(rows),
+        "flow_run_id": flow_run_id,
+        "api_version": api_version,
+        "rows_written": rows,
+        "parts": [written.files_path, written.segments_path, *parts],
+        "files_path": written.files_path.relative_to(staging),
+        "segments_path": written.segments_path.relative_to(staging),
+        "quality": count_flags(rows),
+        "captions_failed": captions_failed,
+    }
+
+
+async def _conclude(output: Output, staging: Path, summary: dict[str, Any]) -> State[Any]:
     """Write the summary and the HTML report, publish a remote output, say how the run ended."""
+    rows, parts = summary.pop("rows_written"), summary.pop("parts")
+    summary["files_path"] = output.location(summary["files_path"])
+    summary["segments_path"] = output.location(summary["segments_path"])
     flow_run_id = summary["flow_run_id"]
     summary_path = write_summary(staging, flow_run_id, summary)
     report = await build_run_report(staging, flow_run_id)
@@ -371,7 +231,7 @@ async def _conclude(
         output.publish(staging, [p.relative_to(staging) for p in every], flow_run_id)
         shutil.rmtree(staging, ignore_errors=True)
     report_at = output.location(report.html.relative_to(staging)) if report else None
-    await publish_outcomes(summary, file_rows, extra=report_section(report, report_at))
+    await publish_outcomes(summary, rows, extra=report_section(report, report_at))
     get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",
         summary["completed"],

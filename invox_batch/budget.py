@@ -9,11 +9,23 @@ more is submitted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["BudgetPlan", "budget_line", "cost_line", "estimate_cost", "plan_budget", "skip_message"]
+from .errors import ErrorType
+from .ledger import Generation
+from .records import Outcome
+
+__all__ = [
+    "BudgetPlan",
+    "budget_line",
+    "cost_line",
+    "estimate_cost",
+    "plan_budget",
+    "plan_units",
+    "skip_message",
+]
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -39,6 +51,16 @@ class BudgetPlan:
             "not_submitted_files": len(self.skipped),
             "not_submitted_audio_hours": round(self.skipped_s / SECONDS_PER_HOUR, 4),
         }
+
+    @classmethod
+    def spent(cls, cap_hours: float | None) -> BudgetPlan:
+        """A plan with nothing left to charge: a Dask task cannot charge the run's shared plan,
+        so under a cap it leaves a lost job's resubmission to a rerun."""
+        return cls(cap_hours, (cap_hours or 0.0) * SECONDS_PER_HOUR)
+
+    def outcome(self, identity: str) -> Outcome:
+        """The failed outcome of a unit left unsubmitted by the cap."""
+        return Outcome.failed(ErrorType.BUDGET_EXCEEDED, skip_message(self, self.skipped[identity]))
 
     def admit(self, identity: str, duration_s: float | None) -> bool:
         """Charge one more submission (a lost job sent again) if it still fits under the cap."""
@@ -85,6 +107,37 @@ def plan_budget(
         else:
             used += duration_s
     return BudgetPlan(cap_hours, used, skipped, skipped_s, unknown)
+
+
+class _Unit(Protocol):
+    """What the budget needs of a unit of paid audio."""
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def duration_s(self) -> float | None: ...
+
+
+def plan_units(
+    units: Iterable[_Unit],
+    places: Mapping[str, Generation],
+    cap_hours: float | None,
+    flow_run_id: str | None = None,
+) -> BudgetPlan:
+    """Units this run would newly submit count, and so does what an earlier attempt of this same
+    flow run (a Retry) already submitted."""
+    units = list(units)
+
+    def paid_by_this_run(place: Generation) -> bool:
+        return bool(flow_run_id and place.upload and place.upload.flow_run_id == flow_run_id)
+
+    spent = sum(u.duration_s or 0.0 for u in units if paid_by_this_run(places[u.identity]))
+    return plan_budget(
+        ((u.identity, u.duration_s, places[u.identity].action == "submit") for u in units),
+        cap_hours,
+        spent_s=spent,
+    )
 
 
 def skip_message(plan: BudgetPlan, reason: str) -> str:

@@ -31,6 +31,7 @@ from .embedded import resolve_api
 from .files import PRIVATE_FILES_ENV, private_files
 from .manifest import FORMATS, ManifestError, read_manifest
 from .output import Output
+from .parameters import Callbacks, Captions, Polling, Scale, Spend, StateStorage
 
 app = typer.Typer(
     name="invox-batch",
@@ -366,6 +367,19 @@ def run(
         )
     except InvoxError as exc:
         raise _fail_usage(exc.message) from None
+    try:
+        groups = {
+            "spend": Spend(
+                max_audio_hours=max_audio_hours, max_resubmits=max_resubmits, force=force
+            ),
+            "polling": Polling(poll_timeout_s=poll_timeout),
+            "callbacks": Callbacks(callback_url=callback_url, **hybrid),
+            "captions": Captions(vtt=vtt, srt=srt),
+            "scale": Scale(max_concurrency=concurrency),
+            "state": StateStorage(result_storage=result_storage),
+        }
+    except ValidationError as exc:
+        raise _fail_usage(_problems(exc, "--")) from None
     quiet_task_logs()
     with resolve_api(settings, _say) as resolved, progress_display():
         _export_api(resolved)
@@ -373,20 +387,7 @@ def run(
             cast(
                 Coroutine[Any, Any, Any],
                 transcribe_batch(
-                    manifest=manifest,
-                    out=out,
-                    max_concurrency=concurrency,
-                    poll_timeout_s=poll_timeout,
-                    force=force,
-                    callback_url=callback_url,
-                    api_version=api_version,
-                    max_resubmits=max_resubmits,
-                    vtt=vtt,
-                    result_storage=result_storage,
-                    **hybrid,
-                    max_audio_hours=max_audio_hours,
-                    srt=srt,
-                    return_state=True,
+                    manifest=manifest, out=out, api_version=api_version, return_state=True, **groups
                 ),
             )
         )

@@ -14,13 +14,18 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import SchemaDriftError
+from .records import Outcome
+
+if TYPE_CHECKING:
+    from .audio import AudioCheck
+    from .manifest import ManifestRow
 from .failpoints import failpoint
 from .files import atomic_write, make_dirs, sweep_stale_temps
 
@@ -279,6 +284,57 @@ def _remove_other_dates(root: Path, name: str, keep: Path) -> None:
     for part in root.glob(f"{PARTITION_COLUMN}=*/{name}"):
         if part != keep:
             part.unlink(missing_ok=True)
+
+
+def file_row(
+    row: ManifestRow, check: AudioCheck, outcome: Outcome, flow_run_id: str, api_version: str
+) -> dict[str, Any]:
+    """One ``files`` row: identity, local facts, outcome, then the manifest's metadata."""
+    return {
+        "file_id": row.file_id,
+        "row_index": row.index,
+        "audio_path": row.audio_path,
+        "sha256": check.sha256,
+        "bytes": check.bytes,
+        "mime_type": check.mime_type,
+        "duration_s": check.duration_s,
+        "status": outcome.status,
+        "error_type": outcome.error_type,
+        "error_message": outcome.error_message,
+        "request_id": outcome.request_id,
+        "text": outcome.text,
+        "n_segments": len(outcome.segments) if outcome.status == "completed" else 0,
+        "attempts": outcome.attempts,
+        "from_cache": outcome.from_cache,
+        "submitted_at": outcome.submitted_at,
+        "completed_at": outcome.completed_at,
+        "api_version": api_version,
+        "flow_run_id": flow_run_id,
+        "quality": [],
+        **row.metadata,
+    }
+
+
+def segment_rows(
+    row: ManifestRow, check: AudioCheck, outcome: Outcome, flow_run_id: str
+) -> list[dict[str, Any]]:
+    """The ``segments`` rows of one completed file, in order."""
+    if outcome.status != "completed":
+        return []
+    return [
+        {
+            "file_id": row.file_id,
+            "sha256": check.sha256,
+            "request_id": outcome.request_id,
+            "segment_index": index,
+            "start_s": segment.start,
+            "end_s": segment.end,
+            "text": segment.text,
+            "speaker": segment.speaker,
+            "flow_run_id": flow_run_id,
+        }
+        for index, segment in enumerate(outcome.segments)
+    ]
 
 
 def write_run(

@@ -60,6 +60,7 @@ class ErrorType(StrEnum):
     RATE_LIMITED = "rate_limited"
     SERVER_ERROR = "server_error"
     UPLOAD_URL_REJECTED = "upload_url_rejected"
+    INVOX_ERROR = "invox_error"  # any other client error
 
 
 # Errors that would hit every remaining file the same way: stop calling the API after one.

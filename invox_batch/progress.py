@@ -93,6 +93,9 @@ class ProgressTracker:
 
     def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
+        self.listeners: list[
+            Listener
+        ] = []  # this run's own (the Prefect artifact), beside _listeners
         self.completed = self.failed = self.in_flight = 0
         self.audio_s = 0.0
         self._clock = clock
@@ -123,7 +126,7 @@ class ProgressTracker:
     def _notify(self) -> ProgressSnapshot:
         """Hand the new snapshot to every in-process listener."""
         snapshot = self.snapshot()
-        for listener in list(_listeners):
+        for listener in [*self.listeners, *_listeners]:
             listener(snapshot)
         return snapshot
 

@@ -13,7 +13,27 @@ import numpy as np
 import pyarrow as pa
 import soundfile as sf
 
+from invox_batch.parameters import (
+    Callbacks,
+    Captions,
+    Polling,
+    Retrying,
+    Scale,
+    Spend,
+    StateStorage,
+)
+
 from .helpers import SandboxControl
+
+_GROUPS: dict[str, Any] = {
+    "spend": Spend,
+    "polling": Polling,
+    "retrying": Retrying,
+    "callbacks": Callbacks,
+    "captions": Captions,
+    "scale": Scale,
+    "state": StateStorage,
+}
 
 
 def make_wav(path: Path, seed: int, seconds: float = 0.5) -> Path:
@@ -70,6 +90,20 @@ def calls_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, in
     return {n: after["requests"].get(n, 0) - before["requests"].get(n, 0) for n in names}
 
 
+def grouped(flat: dict[str, Any]) -> dict[str, Any]:
+    """Flat parameter names (``force=True``) as the flow's groups (``spend=Spend(force=True)``)."""
+    groups = _GROUPS
+    values: dict[str, Any] = {}
+    by_group: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        group = next((g for g, model in groups.items() if key in model.model_fields), None)
+        if group is None:
+            values[key] = value
+        else:
+            by_group.setdefault(group, {})[key] = value
+    return {**values, **{g: groups[g](**kw) for g, kw in by_group.items()}}
+
+
 def run_flow(
     sandbox: SandboxControl, manifest: Path, out: Path, *, out_uri: str | None = None, **params: Any
 ) -> FlowRun:
@@ -86,7 +120,7 @@ def run_flow(
     target = out_uri or str(out)
     before = sandbox.stats()
     state = asyncio.run(
-        transcribe_batch(manifest=str(manifest), out=target, return_state=True, **params)
+        transcribe_batch(manifest=str(manifest), out=target, return_state=True, **grouped(params))
     )
     calls = calls_between(before, sandbox.stats())
     text = Output.parse(target).read_text(Path("runs") / f"{state.state_details.flow_run_id}.json")

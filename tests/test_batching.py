@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flows.batching import AUDIO_PER_TASK_S, FEW_FILES, FILES_PER_TASK, batch_label, batches
+from tasks.settle import AUDIO_PER_TASK_S, FEW_FILES, FILES_PER_TASK, batch_label, batches
 
 
 @dataclass(frozen=True)

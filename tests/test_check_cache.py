@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from invox_batch.audio import inspect_audio
-from invox_batch.check_cache import CheckCache
+from invox_batch.checks import CheckCache
 from invox_batch.manifest import ManifestRow
 
 from .flow_helpers import make_wav

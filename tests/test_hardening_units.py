@@ -17,9 +17,9 @@ import pytest
 from invox import InvoxClient, InvoxSettings, ResponseFormatError, ResponseLostError
 from invox_batch.failpoints import ENV, parse
 from invox_batch.files import sweep_stale_temps
+from invox_batch.ledger import confirm_landed
 from sandbox.server import SandboxServer
 from sandbox.settings import SandboxSettings
-from tasks.upload_intents import confirm_landed
 
 from .conftest import ROOT, client_settings_for
 from .flow_helpers import make_wav

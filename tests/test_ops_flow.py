@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from flows.budgeting import plan_units
-from flows.settling import Unit
+from invox_batch.budget import plan_units
 from invox_batch.cli import app
 from invox_batch.dataset import read_files
-from tasks.ledger import Generation
+from invox_batch.ledger import Generation
+from invox_batch.settling import Unit
 
 from .flow_helpers import audio_set, files_of_run, retry_flow_run, run_flow, write_csv_manifest
 from .helpers import SandboxControl

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -24,6 +25,7 @@ from flows.sharding import (
 )
 from invox import ConfigurationError, InvoxSettings
 from invox_batch.manifest import read_manifest
+from invox_batch.parameters import Callbacks, Scale, Spend
 
 from .flow_helpers import audio_set, write_csv_manifest
 from .helpers import clear_env
@@ -115,23 +117,33 @@ def test_the_api_key_comes_from_the_secret_block_only_when_the_environment_has_n
     )
 
 
+def _child(
+    rows: int, number: int, count: int, spend: Spend | None = None, **callbacks: Any
+) -> dict[str, Any]:
+    """A child's parameters for a parent with these groups (the rest at their defaults)."""
+    parent = {"manifest": "m.csv", "out": "out"}
+    return child_parameters(
+        parent, spend or Spend(), Callbacks(**callbacks), Scale(), rows, number, count
+    )
+
+
 def test_children_share_the_cap_in_proportion_to_their_rows() -> None:
-    parent = {"manifest": "m.csv", "max_audio_hours": 10.0, "callback_listen": None}
-    children = [child_parameters(parent, 7, n, 3) for n in (1, 2, 3)]
-    assert [c["shard"] for c in children] == ["1/3", "2/3", "3/3"]
-    assert sum(c["max_audio_hours"] for c in children) == pytest.approx(10.0)
-    assert child_parameters({"manifest": "m.csv"}, 7, 1, 3).get("max_audio_hours") is None
+    children = [_child(7, n, 3, Spend(max_audio_hours=10.0)) for n in (1, 2, 3)]
+    assert [c["scale"]["shard"] for c in children] == ["1/3", "2/3", "3/3"]
+    assert sum(c["spend"]["max_audio_hours"] for c in children) == pytest.approx(10.0)
+    assert _child(7, 1, 3)["spend"]["max_audio_hours"] is None
+    assert all(c["manifest"] == "m.csv" for c in children)
 
 
 def test_children_get_a_receiver_port_of_their_own() -> None:
-    child = child_parameters({"callback_listen": "127.0.0.1:8766"}, 4, 1, 2)
-    assert child["callback_listen"] == "127.0.0.1:0"
-    assert child_parameters({"callback_listen": "[::1]:8766"}, 4, 1, 2)["callback_listen"] == (
+    child = _child(4, 1, 2, callback_listen="127.0.0.1:8766")
+    assert child["callbacks"]["callback_listen"] == "127.0.0.1:0"
+    assert _child(4, 1, 2, callback_listen="[::1]:8766")["callbacks"]["callback_listen"] == (
         "[::1]:0"
     )
     fixed = {"callback_listen": "0.0.0.0:8766", "callback_url": "https://cb.example/callbacks"}
     with pytest.raises(ConfigurationError, match="invox-batch callbacks"):
-        child_parameters(fixed, 4, 1, 2)
+        _child(4, 1, 2, **fixed)
 
 
 def test_aggregate_sums_the_childrens_budgets() -> None:

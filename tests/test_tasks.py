@@ -1,4 +1,4 @@
-"""Task bodies called directly (``task.fn``) and the artifacts a flow run leaves in Prefect."""
+"""Per-file steps called directly, the ledger's records, and what a flow run shows in Prefect."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import pytest
 
 from invox import InvoxClient, InvoxSettings, RateLimitError
 from invox_batch.dataset import read_files
-from tasks.ledger import audio_identity
-from tasks.transcription import retry_delays, retry_if_transient, upload, using_client
+from invox_batch.ledger import Ledger, audio_identity, result_key, upload_key
+from invox_batch.parameters import Polling, Retrying, Spend
+from invox_batch.records import UploadRecord
+from invox_batch.settling import Run, Unit, retry_delays
+from tasks.settle import _retry_unless_unreachable
 
 from .conftest import SAMPLES
 from .flow_helpers import audio_set, run_flow, write_csv_manifest
@@ -21,21 +24,25 @@ WAV = SAMPLES / "visit-001.wav"
 
 
 def test_a_refused_upload_url_gets_one_fresh_presign(
-    settings: InvoxSettings, sandbox: SandboxControl
+    settings: InvoxSettings, sandbox: SandboxControl, tmp_path: Path
 ) -> None:
-    async def main() -> dict[str, Any]:
+    import logging
+
+    async def main() -> UploadRecord:
         async with InvoxClient(settings) as client:
             slot = await client.generate_presigned_url("audio/wav")
             tampered = slot.presigned_url[:-4] + "0000"  # the signature no longer matches
-            with using_client(client):
-                return await upload.fn(
-                    file_id="visit-001",
-                    cache_key="k",
-                    path=str(WAV),
-                    mime_type="audio/wav",
-                    slot={"presigned_url": tampered, "request_id": slot.request_id},
-                    callback_url=None,
-                )
+            run = Run(
+                client,
+                Ledger.open(tmp_path / "ledger"),
+                spend=Spend(),
+                polling=Polling(),
+                retrying=Retrying(),
+                log=logging.getLogger("test"),
+                flow_run_id=None,
+            )
+            unit = Unit("id", "visit-001", str(WAV), "audio/wav", 1.0)
+            return await run._send(unit, "k", (tampered, slot.request_id), fresh_url=False)
 
     record = asyncio.run(main())
     stats = sandbox.stats()
@@ -43,14 +50,18 @@ def test_a_refused_upload_url_gets_one_fresh_presign(
         "403": 1,
         "200": 1,
     }
-    assert record["request_id"] and record["uploaded_at"]
+    assert record.request_id and record.uploaded_at
 
 
 def test_retry_condition_retries_only_what_the_client_marked_retryable() -> None:
     from prefect.states import Failed
 
-    assert retry_if_transient(None, None, Failed(data=RateLimitError("x", status_code=429)))  # type: ignore[arg-type]
-    assert not retry_if_transient(None, None, Failed(data=ValueError("bug")))  # type: ignore[arg-type]
+    class FirstRun:
+        run_count = 1
+
+    rate_limited = Failed(data=RateLimitError("x", status_code=429))
+    assert _retry_unless_unreachable(None, FirstRun(), rate_limited)  # type: ignore[arg-type]
+    assert not _retry_unless_unreachable(None, FirstRun(), Failed(data=ValueError("bug")))  # type: ignore[arg-type]
     assert retry_delays(5, 1.0, cap_s=5) == [1, 2, 4, 5, 5]
 
 
@@ -92,40 +103,40 @@ def test_every_flow_parameter_renders_in_the_ui_form_with_a_description() -> Non
     from flows.transcribe_batch import transcribe_batch
 
     schema = transcribe_batch.parameters.model_dump()
-    expected = {
-        "manifest",
-        "out",
-        "max_concurrency",
-        "poll_timeout_s",
-        "force",
-        "callback_url",
-        "api_version",
-    }
-    assert expected <= set(schema["properties"]) and schema["required"] == ["manifest"]
+    groups = {"spend", "polling", "retrying", "callbacks", "captions", "scale", "state"}
+    assert set(schema["properties"]) == {"manifest", "out", "api_version", *groups}
+    assert len(schema["properties"]) <= 10 and schema["required"] == ["manifest"]
     assert all(p.get("description") for p in schema["properties"].values())
-    assert schema["properties"]["max_concurrency"]["minimum"] == 1
+    definitions = schema["definitions"]
+    fields = {n: f for d in definitions.values() for n, f in d["properties"].items()}
+    assert {"max_concurrency", "poll_timeout_s", "force", "callback_url"} <= set(fields)
+    assert all(f.get("description") for f in fields.values())
+    assert fields["max_concurrency"]["minimum"] == 1
 
 
-def test_ledger_reads_records_once_and_treats_expired_or_absent_ones_as_missing(
+def test_ledger_reads_records_prefect_wrote_and_treats_expired_ones_as_missing(
     tmp_path: Path,
 ) -> None:
+    """Folders written by earlier versions (Prefect's result records) read as they are."""
     import datetime as dt
 
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
     from prefect.serializers import JSONSerializer
 
-    from tasks.ledger import Ledger
-
     storage = LocalFileSystem(basepath=str(tmp_path))
     writer = ResultStore(result_storage=storage, serializer=JSONSerializer())
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    writer.write({"request_id": "r1"}, key="fresh")
-    writer.write({"request_id": "r2"}, key="stale", expiration=past)
-    (tmp_path / "broken").write_bytes(b"{not json")
-    ledger = Ledger(storage)
-
-    async def read_all() -> list[Any]:
-        return [await ledger.read(k) for k in ("fresh", "stale", "absent", "broken")]
-
-    assert asyncio.run(read_all()) == [{"request_id": "r1"}, None, None, None]
+    upload = {"request_id": "r1", "uploaded_at": "2026-01-01T00:00:00+00:00", "flow_run_id": None}
+    result = {"request_id": "r1", "status": "COMPLETED", "segments": [[0.0, 1.0, "hi", None]]}
+    for identity in ("done", "expired", "broken"):
+        writer.write(upload, key=upload_key(identity, 0))
+    writer.write({**result, "vtt": None, "error_message": None}, key=result_key("done", 0))
+    writer.write(result, key=result_key("expired", 0), expiration=past)
+    (tmp_path / result_key("broken", 0)).write_bytes(b"{not json")
+    ledger = Ledger(tmp_path)
+    places = asyncio.run(ledger.locate_all(["done", "expired", "broken", "absent"], 2, False, None))
+    assert [p.action for p in places.values()] == ["done", "poll", "poll", "submit"]
+    done = places["done"]
+    assert done.upload is not None and done.upload.request_id == "r1"
+    assert done.result is not None and done.result.segments[0].text == "hi"

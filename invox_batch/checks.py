@@ -9,18 +9,25 @@ Keys are digests: the cache file names no path.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .audio import AudioCheck, is_uri
-from .files import atomic_write
-from .manifest import ManifestRow
+from invox import InvoxSettings
 
-__all__ = ["CheckCache"]
+from .audio import AudioCheck, inspect_audio, is_uri
+from .files import atomic_write
+from .ledger import audio_identity
+from .manifest import Manifest, ManifestRow
+from .records import Outcome
+from .settling import Unit
+
+__all__ = ["CheckCache", "Checked", "check_all", "units_of"]
 
 
 class CheckCache:
@@ -92,3 +99,56 @@ class CheckCache:
             payload = json.dumps(self._entries, separators=(",", ":")).encode()
             atomic_write(self.path, lambda handle: handle.write(payload))
             self._changed = False
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One manifest row after its local checks: the audio identity it pays for, if any."""
+
+    row: ManifestRow
+    check: AudioCheck
+    identity: str | None
+
+    def local_failure(self) -> Outcome:
+        """The outcome of a row that never reached the API because a local check failed."""
+        assert self.check.error_type is not None
+        return Outcome.failed(self.check.error_type, self.check.error_message or "")
+
+
+async def check_all(manifest: Manifest, settings: InvoxSettings, state_dir: Path) -> list[Checked]:
+    """Every row's local checks (hashing included) off the event loop, a few files at a time;
+    files unchanged since an earlier run are taken from the check cache without being read."""
+    cache = CheckCache.load(state_dir / "audio-checks.json")
+    mime_types, spool = settings.mime_types, state_dir / "spool"
+    keys = await asyncio.to_thread(lambda: [cache.key(r, mime_types) for r in manifest.rows])
+    limiter = asyncio.Semaphore(4)
+
+    async def one(row: ManifestRow, key: str | None) -> Checked:
+        check = cache.get(key, row)
+        if check is None:
+            async with limiter:
+                check = await asyncio.to_thread(inspect_audio, row, mime_types, spool)
+            cache.put(key, check)
+        ok = check.ok and check.sha256 and check.local_path and check.mime_type
+        identity = (
+            audio_identity(check.sha256, settings.environment, settings.api_version)
+            if ok and check.sha256
+            else None
+        )
+        return Checked(row, check, identity)
+
+    checked = await asyncio.gather(*(one(r, k) for r, k in zip(manifest.rows, keys, strict=True)))
+    await asyncio.to_thread(cache.save)
+    return checked
+
+
+def units_of(checked: list[Checked]) -> dict[str, Unit]:
+    """Unique identities among the rows that passed (the first row names the unit)."""
+    units: dict[str, Unit] = {}
+    for item in checked:
+        if item.identity is not None and item.identity not in units:
+            path, mime = str(item.check.local_path), str(item.check.mime_type)
+            units[item.identity] = Unit(
+                item.identity, item.row.file_id, path, mime, item.check.duration_s
+            )
+    return units

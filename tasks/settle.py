@@ -1,0 +1,230 @@
+"""The Prefect tasks a run settles its files with, and the two executors built on them.
+
+``settle-files`` settles a group of files on the flow's own event loop (one client, one gate):
+Prefect costs milliseconds and kilobytes per task run and its SQLite server stalls on bursts,
+so small files share task runs. With ``task_runner="dask"`` each file is a ``settle`` task on a
+Dask cluster instead, with its own client and the same ledger. Either way each file goes through
+the library's ``settle_unit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from prefect import Task, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
+from prefect.utilities.annotations import quote
+
+from invox import APIUnreachableError, InvoxClient, InvoxError, InvoxSettings
+from invox_batch.budget import BudgetPlan
+from invox_batch.errors import ErrorType
+from invox_batch.ledger import Generation, Ledger
+from invox_batch.parameters import Polling, Retrying, Spend
+from invox_batch.records import Outcome
+from invox_batch.settling import (
+    Run,
+    Unit,
+    Work,
+    counted_client,
+    retry_delays,
+    settle_unit,
+)
+
+__all__ = ["OnDask", "OnLoop", "authenticate", "batch_label", "batches"]
+
+T = TypeVar("T")
+FEW_FILES = 100  # up to this many files, one task run each: cheap, and easiest to follow
+FILES_PER_TASK = 50
+AUDIO_PER_TASK_S = 3600.0
+
+
+def _as_is(value: T) -> T:
+    """A task parameter Prefect passes through without walking it (clients, runs, records)."""
+    return cast(T, quote(value))
+
+
+def _retry_unless_unreachable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry what the client marked retryable, but a refused connection only once: an API that
+    is down for the run must fail it in seconds, not after minutes of backoff."""
+    error = state.data
+    if isinstance(error, APIUnreachableError):
+        return task_run.run_count < 2
+    return isinstance(error, InvoxError) and error.retryable
+
+
+@task(
+    name="authenticate",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=6,
+    retry_delay_seconds=retry_delays(6, 1.0),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_unless_unreachable,
+)
+async def authenticate(client: InvoxClient) -> None:
+    """Check the credential once before any upload, so a bad key fails the run, not every row."""
+    try:
+        await client.authenticate()
+    except InvoxError as exc:
+        if exc.retryable and exc.retry_after:
+            await asyncio.sleep(min(exc.retry_after, 120.0))
+        raise
+
+
+def batches(units: Sequence[Unit], files_per_task: int = 0) -> list[list[Unit]]:
+    """Consecutive groups of at most ``files_per_task`` files (0 picks) and an hour of audio."""
+    size = files_per_task or (1 if len(units) <= FEW_FILES else FILES_PER_TASK)
+    groups: list[list[Unit]] = []
+    audio = 0.0
+    for unit in units:
+        seconds = unit.duration_s or 0.0
+        if not groups or len(groups[-1]) >= size or audio + seconds > AUDIO_PER_TASK_S:
+            groups.append([])
+            audio = 0.0
+        groups[-1].append(unit)
+        audio += seconds
+    return groups
+
+
+def batch_label(group: Sequence[Unit]) -> str:
+    """The task run's name part: its file, or its first and last files and how many."""
+    if len(group) == 1:
+        return group[0].label
+    return f"{group[0].label}…{group[-1].label} ({len(group)} files)"
+
+
+@task(
+    name="settle-files",
+    task_run_name="settle[{label}]",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+async def settle_files(label: str, run: Run, work: list[Work]) -> list[Outcome]:
+    """Settle a group of files as one task run, on the flow's loop, client and gate."""
+    return list(await asyncio.gather(*(settle_unit(run, u, p) for u, p in work)))
+
+
+@dataclass(frozen=True)
+class OnLoop:
+    """Files settled on the flow's event loop, grouped into a few ``settle-files`` task runs."""
+
+    files_per_task: int
+    concurrency: int
+
+    async def __call__(self, run: Run, work: Sequence[Work]) -> list[Outcome]:
+        places = {u.identity: p for u, p in work}
+        groups = batches([u for u, _ in work], self.files_per_task)
+        size = max((len(g) for g in groups), default=1)
+        # Enough task runs open to keep the gate full, not hundreds of them idle in the UI.
+        opened = asyncio.Semaphore(max(2, 2 * math.ceil(self.concurrency / size)))
+
+        async def one(group: list[Unit]) -> list[Outcome]:
+            async with opened:
+                items = [(u, places[u.identity]) for u in group]
+                return await settle_files(batch_label(group), _as_is(run), _as_is(items))
+
+        settled = await asyncio.gather(*(one(g) for g in groups))
+        by_identity = {
+            u.identity: o
+            for g, s in zip(groups, settled, strict=True)
+            for u, o in zip(g, s, strict=True)
+        }
+        return [by_identity[u.identity] for u, _ in work]
+
+
+@dataclass(frozen=True)
+class _DaskJob:
+    """What a Dask task needs to rebuild the run on a worker (no client, no loop objects)."""
+
+    settings: InvoxSettings
+    ledger_root: Path
+    cache_expiration: dt.timedelta | None
+    spend: Spend
+    polling: Polling
+    retrying: Retrying
+    flow_run_id: str | None
+    callback_url: str | None
+
+
+TaskResult = tuple[Outcome, dict[str, int], InvoxError | None]
+
+
+@task(name="settle", persist_result=False, cache_policy=NO_CACHE)
+async def settle(job: _DaskJob, unit: Unit, place: Generation) -> TaskResult:
+    """Settle one identity with its own client: its outcome, the calls made, a fatal stop."""
+    async with counted_client(job.settings) as (client, counter):
+        run = Run(
+            client,
+            Ledger(job.ledger_root, job.cache_expiration),
+            spend=job.spend,
+            polling=job.polling,
+            retrying=job.retrying,
+            log=get_run_logger(),
+            flow_run_id=job.flow_run_id,
+            callback_url=job.callback_url,
+            budget=BudgetPlan.spent(job.spend.max_audio_hours)
+            if job.spend.max_audio_hours
+            else None,
+        )
+        outcome = await settle_unit(run, unit, place)
+    return outcome, counter.as_dict(), run.stop
+
+
+@dataclass(frozen=True)
+class OnDask:
+    """One ``settle`` task per file on a Dask cluster (a threaded LocalCluster by default)."""
+
+    settings: InvoxSettings
+    address: str | None
+    threads: int
+
+    def _runner(self) -> Any:
+        from prefect_dask.task_runners import DaskTaskRunner
+
+        if self.address:
+            return DaskTaskRunner(address=self.address)
+        local = {"n_workers": 1, "threads_per_worker": self.threads, "processes": False}
+        return DaskTaskRunner(cluster_kwargs={**local, "dashboard_address": None})
+
+    async def __call__(self, run: Run, work: Sequence[Work]) -> list[Outcome]:
+        job = _DaskJob(
+            self.settings,
+            run.ledger.root,
+            run.ledger.cache_expiration,
+            run.spend,
+            run.polling,
+            run.retrying,
+            run.flow_run_id,
+            run.callback_url,
+        )
+        with self._runner() as runner:
+            futures = [
+                runner.submit(settle, parameters={"job": job, "unit": u, "place": p})
+                for u, p in work
+            ]
+            results = [await _collect(future) for future in futures]
+        calls: Counter[str] = Counter()
+        for (unit, _), (outcome, made, stop) in zip(work, results, strict=True):
+            calls.update(made)
+            run.stop = run.stop or stop
+            run.progress.finish(outcome.status, unit.duration_s, began=False)
+        run.calls.counts.update(calls)
+        return [outcome for outcome, _, _ in results]
+
+
+async def _collect(future: Any) -> TaskResult:
+    """The task's result, or a failed outcome when the task itself failed (worker lost, bug)."""
+    try:
+        result: TaskResult = await asyncio.to_thread(future.result)
+    except Exception as exc:
+        message = f"the Dask task settling this file failed ({type(exc).__name__}); rerun it"
+        return Outcome.failed(ErrorType.INTERNAL_ERROR, message), {}, None
+    return result
