@@ -26,7 +26,7 @@ from invox import (
 )
 from invox_batch.audio import AudioCheck, inspect_audio
 from invox_batch.budget import BudgetPlan
-from invox_batch.caption_files import write_file_captions
+from invox_batch.captions import write_run_captions
 from invox_batch.check_cache import CheckCache
 from invox_batch.dataset import write_run
 from invox_batch.manifest import Manifest, ManifestRow, read_manifest
@@ -140,25 +140,6 @@ def _run_date() -> dt.date:
     """The partition date: the run's scheduled start in UTC, stable across UI retries."""
     scheduled = flow_run.scheduled_start_time
     return scheduled.astimezone(dt.UTC).date() if scheduled else dt.datetime.now(dt.UTC).date()
-
-
-def _write_captions(
-    out: Path, rows: list[tuple[ManifestRow, Outcome]], vtt: bool, srt: bool
-) -> tuple[list[Path], int]:
-    """``<out>/captions/<file_id>.vtt|.srt`` for completed files, and how many had unusable times."""
-    written: list[Path] = []
-    unusable = 0
-    for row, outcome in rows:
-        if outcome.status != "completed":
-            continue
-        try:
-            written += write_file_captions(
-                out, row.file_id, outcome.vtt, outcome.segments, vtt=vtt, srt=srt
-            )
-        except ValueError as exc:  # the provider's timings: the transcript itself is still kept
-            unusable += 1
-            get_run_logger().warning("no captions for %s: %s", row.file_id, exc)
-    return written, unusable
 
 
 @flow(name="transcribe-batch", persist_result=False, validate_parameters=True)
@@ -279,7 +260,8 @@ async def transcribe_batch(
     written = write_run(
         staging, context.flow_run_id, _run_date(), file_rows, segments, parsed.metadata_schema
     )
-    captions, captions_failed = _write_captions(staging, [(r, o) for r, _, o in per_row], vtt, srt)
+    done = [(r.file_id, o.vtt, o.segments) for r, _, o in per_row if o.status == "completed"]
+    captions, captions_failed = write_run_captions(staging, done, vtt, srt, get_run_logger())
     summary = {
         **summarise(file_rows),
         "flow_run_id": context.flow_run_id,
