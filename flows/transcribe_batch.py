@@ -200,7 +200,7 @@ def _write(
     rows = assign_quality(rows, [o.segments for _, o in per_row])
     segments = [s for c, o in per_row for s in segment_rows(c.row, c.check, o, flow_run_id)]
     written = write_run(staging, flow_run_id, _run_date(), rows, segments, metadata_schema)
-    completed = [(c.row.file_id, o) for c, o in per_row if o.status == "completed"]
+    completed = [(c.row.file_id, o.vtt, o.segments) for c, o in per_row if o.status == "completed"]
     parts, captions_failed = write_run_captions(
         staging, completed, vtt=captions.vtt, srt=captions.srt, log=get_run_logger()
     )

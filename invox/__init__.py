@@ -1,9 +1,11 @@
 """Typed async client for the Invox Medical asynchronous transcription API."""
 
-from ._auth import TokenProvider, basic_credentials, parse_token_response
+from inspect import isclass as _isclass
+from inspect import isfunction as _isfunction
+
 from ._callbacks import check_callback
-from ._client import InvoxClient, check_callback_url, guess_mime_type
-from ._config import ACCEPTED_MIME_TYPES, DEFAULT_API_VERSION, DEFAULT_MIME_TYPES, InvoxSettings
+from ._client import InvoxClient, check_callback_url
+from ._config import ACCEPTED_MIME_TYPES, DEFAULT_MIME_TYPES, InvoxSettings
 from ._exceptions import (
     APIStatusError,
     APIUnreachableError,
@@ -25,10 +27,8 @@ from ._exceptions import (
     TransportError,
     UnprocessableEntityError,
     UploadURLRejectedError,
-    error_from_response,
-    parse_retry_after,
 )
-from ._limiter import AdaptiveLimiter, unlimited
+from ._limiter import unlimited
 from ._models import (
     TERMINAL_STATUSES,
     CallbackPayload,
@@ -37,28 +37,17 @@ from ._models import (
     Status,
     Transcription,
     parse_callback,
-    parse_presigned_upload,
-    parse_transcription,
 )
-from ._polling import PollPolicy, backoff_delay, poll_until_terminal
-from ._redact import redact_url
-from ._signature import (
-    CallbackSignatureError,
-    callback_string_to_sign,
-    check_created_at,
-    sign_callback,
-    verify_callback_signature,
-)
+from ._polling import PollPolicy
+from ._signature import CallbackSignatureError, check_created_at, verify_callback_signature
 from ._timing import PollTimer
 
 __all__ = [
     "ACCEPTED_MIME_TYPES",
-    "DEFAULT_API_VERSION",
     "DEFAULT_MIME_TYPES",
     "TERMINAL_STATUSES",
     "APIStatusError",
     "APIUnreachableError",
-    "AdaptiveLimiter",
     "AuthenticationError",
     "BadRequestError",
     "CallbackPayload",
@@ -82,28 +71,20 @@ __all__ = [
     "ServerError",
     "Status",
     "TerminalError",
-    "TokenProvider",
     "Transcription",
     "TransientError",
     "TransportError",
     "UnprocessableEntityError",
     "UploadURLRejectedError",
-    "backoff_delay",
-    "basic_credentials",
-    "callback_string_to_sign",
     "check_callback",
     "check_callback_url",
     "check_created_at",
-    "error_from_response",
-    "guess_mime_type",
     "parse_callback",
-    "parse_presigned_upload",
-    "parse_retry_after",
-    "parse_token_response",
-    "parse_transcription",
-    "poll_until_terminal",
-    "redact_url",
-    "sign_callback",
     "unlimited",
     "verify_callback_signature",
 ]
+
+# Reprs and tracebacks name the public path (invox.RateLimitError), as httpx does.
+for _name in __all__:
+    if _isclass(_value := globals()[_name]) or _isfunction(_value):
+        _value.__module__ = __name__

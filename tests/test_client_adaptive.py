@@ -11,7 +11,6 @@ import statistics
 import pytest
 
 from invox import (
-    AdaptiveLimiter,
     InvoxClient,
     InvoxSettings,
     PollPolicy,
@@ -19,9 +18,9 @@ from invox import (
     RateLimitError,
     ServerError,
     Transcription,
-    backoff_delay,
-    poll_until_terminal,
 )
+from invox._limiter import AdaptiveLimiter
+from invox._polling import backoff_delay, poll_until_terminal
 
 from .helpers import SandboxControl
 from .test_client_units import FakeClock, _fetcher, _statuses

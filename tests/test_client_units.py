@@ -27,18 +27,15 @@ from invox import (
     ServerError,
     Transcription,
     UploadURLRejectedError,
-    backoff_delay,
-    error_from_response,
     parse_callback,
-    parse_presigned_upload,
-    parse_retry_after,
-    parse_token_response,
-    parse_transcription,
-    poll_until_terminal,
-    redact_url,
-    sign_callback,
     verify_callback_signature,
 )
+from invox._auth import parse_token_response
+from invox._exceptions import error_from_response, parse_retry_after
+from invox._models import parse_presigned_upload, parse_transcription
+from invox._polling import backoff_delay, poll_until_terminal
+from invox._redact import redact_url
+from invox._signature import sign_callback
 
 
 def _response(

@@ -18,11 +18,10 @@ from invox import (
     PresignedUpload,
     ResponseFormatError,
     Transcription,
-    error_from_response,
-    parse_presigned_upload,
-    parse_token_response,
-    parse_transcription,
 )
+from invox._auth import parse_token_response
+from invox._exceptions import error_from_response
+from invox._models import parse_presigned_upload, parse_transcription
 from invox_batch.dataset import read_files
 from invox_batch.manifest import ManifestError, read_manifest
 
