@@ -9,6 +9,7 @@ early status call, never a different result, and the never-pay-twice records sta
 from __future__ import annotations
 
 import asyncio
+import logging
 import dataclasses
 import time
 from collections import Counter
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from tasks.transcription import run_logger
 
 from invox import ConfigurationError, InvoxSettings, PollPolicy, check_callback_url
 from invox_batch.callback_receiver import CALLBACK_PATH, ReceiverConfig, running_receiver
@@ -72,7 +72,7 @@ class CallbackCompletion:
             self.counts["callback"] += 1
         else:
             self.counts["fallback"] += 1
-            run_logger("invox_batch.callbacks").info(
+            logging.getLogger("invox_batch.callbacks").info(
                 "no callback for request %s after %gs; polling instead", request_id, limit
             )
         waited = time.monotonic() - started
@@ -134,7 +134,7 @@ def completion_for(
     config = ReceiverConfig.from_settings(settings)
     with running_receiver(completion.store, config, host, port) as server:
         url = callback_url or check_callback_url(f"{server.base_url}{CALLBACK_PATH}")
-        run_logger("invox_batch.callbacks").info(
+        logging.getLogger("invox_batch.callbacks").info(
             "callback receiver listening on %s%s", server.base_url, CALLBACK_PATH
         )
         yield completion, url
@@ -143,7 +143,7 @@ def completion_for(
 
 def _report(completion: CallbackCompletion) -> None:
     """One line: how many requests a callback settled and how many fell back to polling."""
-    run_logger("invox_batch.callbacks").info(
+    logging.getLogger("invox_batch.callbacks").info(
         "callback mode: %d requests signalled by callback, %d fell back to polling",
         completion.counts["callback"],
         completion.counts["fallback"],

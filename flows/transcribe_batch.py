@@ -67,12 +67,12 @@ async def transcribe_batch(
         out: Output folder or URI (file://, or s3:// etc. with its fsspec backend installed).
         api_version: X-Invox-Medical-Api-Version to send; empty means INVOX_API_VERSION.
         spend: What the run may pay for: audio-hours cap, resubmissions, force.
-        polling: How results are waited for.
-        retrying: How transient errors (429, 5xx, network) are retried.
+        polling: When each job is first polled, how often again, and for how long.
+        retrying: Retries of one call after 429, 5xx and network errors, and their delays.
         callbacks: Provider callbacks, and whether they decide when a result is fetched.
         captions: Caption files (WebVTT, SRT) written beside the dataset.
         scale: Concurrency, task grouping, Dask, and sharding into child runs.
-        state: Where the never-pay-twice records live, and how long results are remembered.
+        state: The never-pay-twice records: their folder, and how long results count.
     """
     started = time.monotonic()
     _freeze_long_lived_objects()
