@@ -1,7 +1,6 @@
 """Typed async client for the Invox Medical asynchronous transcription API."""
 
 from ._auth import TokenProvider, basic_credentials, parse_token_response
-from ._callbacks import check_callback
 from ._client import InvoxClient, check_callback_url, guess_mime_type
 from ._config import ACCEPTED_MIME_TYPES, DEFAULT_API_VERSION, DEFAULT_MIME_TYPES, InvoxSettings
 from ._exceptions import (
@@ -91,7 +90,6 @@ __all__ = [
     "backoff_delay",
     "basic_credentials",
     "callback_string_to_sign",
-    "check_callback",
     "check_callback_url",
     "check_created_at",
     "error_from_response",

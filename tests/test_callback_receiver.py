@@ -128,6 +128,38 @@ def test_scheme_comes_from_the_settings() -> None:
         ReceiverConfig.from_settings(InvoxSettings(), "rot13")
 
 
+def test_callbacks_are_not_verified_unless_switched_on(tmp_path: Path) -> None:
+    unsigned = json.loads(signed())
+    del unsigned["signature"]
+    config = ReceiverConfig.from_settings(InvoxSettings())
+    assert accept_callback(json.dumps(unsigned).encode(), CallbackStore(tmp_path), config) == (
+        "req-1",
+        "recorded",
+    )
+
+
+def test_switched_on_checks_use_the_configured_keys_and_tolerance(tmp_path: Path) -> None:
+    on = InvoxSettings(
+        verify_callback_signatures=True,
+        callback_secret=SecretStr(SECRET),
+        callback_api_key=SecretStr(API_KEY),
+        callback_tolerance_s=5,
+    )
+    config, store = ReceiverConfig.from_settings(on), CallbackStore(tmp_path)
+    now = int(time.time() * 1000)
+    raw = signed(created_at=now)
+    with pytest.raises(CallbackRejected, match="createdAt") as stale:
+        accept_callback(raw, store, config, now_ms=now + 10_000)
+    assert stale.value.reason == "stale_timestamp"
+    other = raw.replace(b'"req-1"', b'"other"')
+    assert reason_of(other, store, config) == "bad_signature"
+    wrong = ReceiverConfig.from_settings(on.model_copy(update={"callback_secret": SecretStr("x")}))
+    assert reason_of(raw, store, wrong) == "bad_signature"
+    assert accept_callback(raw, store, config, now_ms=now) == ("req-1", "recorded")
+    record = store.read("req-1")
+    assert record is not None and record["payload"] == json.loads(raw)
+
+
 # --- over loopback: the sandbox sends real signed callbacks to the real receiver -------------
 
 
