@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from invox import ConfigurationError, InvoxSettings, PollPolicy, check_callback_url
-from invox_batch.callback_receiver import CALLBACK_PATH, ReceiverConfig, running_receiver
-from invox_batch.callback_store import CallbackStore
+from invox_batch.callbacks import CallbackStore, ReceiverConfig, running_receiver
 from tasks.transcription import run_logger
 
 __all__ = [
@@ -131,11 +130,9 @@ def completion_for(
         return
     host, port = parse_listen(listen)
     config = ReceiverConfig.from_settings(settings)
-    with running_receiver(completion.store, config, host, port) as server:
-        url = callback_url or check_callback_url(f"{server.base_url}{CALLBACK_PATH}")
-        run_logger("invox_batch.callbacks").info(
-            "callback receiver listening on %s%s", server.base_url, CALLBACK_PATH
-        )
+    with running_receiver(completion.store, config, host, port) as receiver_url:
+        url = callback_url or check_callback_url(receiver_url)
+        run_logger("invox_batch.callbacks").info("callback receiver listening on %s", receiver_url)
         yield completion, url
     _report(completion)
 

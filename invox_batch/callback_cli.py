@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import typer
+from invox import ConfigurationError, InvoxSettings
 
-from invox import ConfigurationError, InvoxError, InvoxSettings
-
-__all__ = ["callback_options", "serve_callbacks"]
-
-EXIT_USAGE = 2
+__all__ = ["callback_options"]
 
 
 def callback_options(
@@ -41,7 +34,7 @@ def callback_options(
             "--callback-url pointing at a receiver you run (`invox-batch callbacks`)"
         )
     if listen is not None:
-        from .callback_receiver import ReceiverConfig
+        from .callbacks import ReceiverConfig
 
         parse_listen(listen)
         ReceiverConfig.from_settings(settings)  # the in-run receiver must be able to check
@@ -51,32 +44,3 @@ def callback_options(
         "callback_store": store,
         "callback_listen": listen,
     }
-
-
-def serve_callbacks(
-    settings: InvoxSettings,
-    port: int,
-    host: str,
-    out: str,
-    store: str | None,
-    scheme: str | None,
-    say: Callable[[str], None],
-) -> None:
-    """Check the settings, then serve in the foreground until interrupted."""
-    from sandbox.server import port_free
-
-    from .callback_receiver import ReceiverConfig, serve_receiver
-    from .callback_store import CallbackStore
-    from .output import Output
-
-    try:
-        config = ReceiverConfig.from_settings(settings, scheme)
-        root = Path(store) if store else Output.parse(out).default_state_dir() / "callbacks"
-    except InvoxError as exc:
-        say(f"error: {exc.message}")
-        raise typer.Exit(EXIT_USAGE) from None
-    if not port_free(host, port):
-        say(f"error: {host}:{port} is in use; pick another with --port")
-        raise typer.Exit(EXIT_USAGE)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    serve_receiver(CallbackStore(root), config, host, port, say)

@@ -16,14 +16,8 @@ from pydantic import SecretStr
 
 from invox import ConfigurationError, InvoxClient, InvoxSettings
 from invox._signature import sign_callback
-from invox_batch.callback_receiver import (
-    CALLBACK_PATH,
-    CallbackRejected,
-    ReceiverConfig,
-    accept_callback,
-    running_receiver,
-)
-from invox_batch.callback_store import CallbackStore
+from invox_batch.callbacks import CallbackStore, ReceiverConfig, accept_callback, running_receiver
+from invox_batch.errors import CallbackRejected
 from sandbox.server import SandboxServer
 
 from .flow_helpers import make_wav
@@ -173,8 +167,8 @@ def receiver(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[tuple[st
         sandbox_server.settings.callback_api_key,
     )
     store = CallbackStore(tmp_path / "callbacks")
-    with running_receiver(store, config) as server:
-        yield f"{server.base_url}{CALLBACK_PATH}", store
+    with running_receiver(store, config) as url:
+        yield url, store
 
 
 async def _submit(settings: InvoxSettings, audio: Path, callback_url: str) -> str:
@@ -214,6 +208,6 @@ def test_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
     with (
         running_receiver(store, OPEN) as first,
         pytest.raises(ConfigurationError, match="cannot listen"),
-        running_receiver(store, OPEN, port=first.port),
+        running_receiver(store, OPEN, port=httpx.URL(first).port or 0),
     ):
         pass
