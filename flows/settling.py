@@ -31,13 +31,13 @@ from invox import (
     PollTimer,
 )
 from invox_batch.budget import BudgetPlan
+from invox_batch.callbacks import Completion, PollCompletion
 from tasks import transcription
 from tasks.ledger import Generation, Ledger, result_key, upload_key
 from tasks.upload_intents import intents_in
 
 from .batching import batch_label, batches
 from .budgeting import budget_outcome, over_budget, plan_units
-from .callback_mode import Completion, PollCompletion
 from .outcomes import Outcome, outcome_from_error, outcome_from_records
 from .reporting import ProgressReporter
 

@@ -21,10 +21,10 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import AwaitingRetry, Completed, Failed
 
 from invox import ConfigurationError
+from invox_batch.callbacks import parse_listen
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
 
-from .callback_mode import parse_listen
 from .reporting import summary_markdown, write_summary
 
 __all__ = [

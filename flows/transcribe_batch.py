@@ -26,6 +26,7 @@ from invox import (
 )
 from invox_batch.audio import AudioCheck, inspect_audio
 from invox_batch.budget import BudgetPlan
+from invox_batch.callbacks import CompletionMode, check_completion, completion_for
 from invox_batch.caption_files import write_file_captions
 from invox_batch.check_cache import CheckCache
 from invox_batch.dataset import write_run
@@ -34,11 +35,6 @@ from invox_batch.output import Output
 from invox_batch.quality import assign_quality, count_flags
 from tasks.ledger import Ledger, audio_identity
 
-from .callback_mode import (
-    CompletionMode,
-    check_completion,
-    completion_for,
-)
 from .credentials import with_secret_block
 from .dask_runner import dask_task_runner, settle_on_dask
 from .outcomes import (

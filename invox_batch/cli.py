@@ -26,8 +26,7 @@ from invox import (
 )
 from sandbox.settings import SandboxSettings
 
-from .callback_cli import callback_options
-from .callbacks import serve_callbacks
+from .callbacks import callback_options, serve_callbacks
 from .embedded import resolve_api
 from .files import PRIVATE_FILES_ENV, private_files
 from .manifest import FORMATS, ManifestError, read_manifest

@@ -39,13 +39,7 @@ from ..errors import CallbackRejected
 from ..output import Output
 from ._store import CallbackStore
 
-__all__ = [
-    "CALLBACK_PATH",
-    "ReceiverConfig",
-    "accept_callback",
-    "running_receiver",
-    "serve_callbacks",
-]
+__all__ = ["ReceiverConfig", "accept_callback", "running_receiver", "serve_callbacks"]
 
 CALLBACK_PATH = "/callbacks"
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a long consultation's segments, with ample room
