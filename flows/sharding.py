@@ -21,9 +21,10 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import AwaitingRetry, Completed, Failed
 
 from invox import ConfigurationError
+from invox_batch.callbacks import parse_listen
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
-from invox_batch.parameters import Callbacks, Scale, Spend, parse_listen
+from invox_batch.parameters import Callbacks, Scale, Spend
 
 from .reporting import summary_markdown, write_summary
 

@@ -16,6 +16,7 @@ from prefect.states import Completed, Failed
 
 from invox import ConfigurationError, InvoxSettings
 from invox_batch.budget import BudgetPlan
+from invox_batch.callbacks import completion_for
 from invox_batch.captions import write_run_captions
 from invox_batch.checks import Checked, check_all, units_of
 from invox_batch.dataset import file_row, segment_rows, write_run
@@ -37,7 +38,6 @@ from invox_batch.records import Outcome
 from invox_batch.settling import Run, Unit, counted_client, settle_all
 from tasks.settle import OnDask, OnLoop, authenticate
 
-from .callback_mode import completion_for
 from .credentials import with_secret_block
 from .outcomes import summarise
 from .reporting import ProgressArtifact, publish_outcomes, write_summary
@@ -156,6 +156,7 @@ async def _settle(
             listen=callbacks.callback_listen,
             callback_url=callbacks.callback_url,
             settings=settings,
+            log=get_run_logger(),
         ) as (completion, callback_url):
             run = Run(
                 client,

@@ -3,7 +3,6 @@
 from inspect import isclass as _isclass
 from inspect import isfunction as _isfunction
 
-from ._callbacks import check_callback
 from ._client import InvoxClient, check_callback_url
 from ._config import ACCEPTED_MIME_TYPES, DEFAULT_MIME_TYPES, InvoxSettings
 from ._exceptions import (
@@ -76,7 +75,6 @@ __all__ = [
     "TransportError",
     "UnprocessableEntityError",
     "UploadURLRejectedError",
-    "check_callback",
     "check_callback_url",
     "check_created_at",
     "parse_callback",

@@ -26,7 +26,7 @@ from invox import (
 )
 from sandbox.settings import SandboxSettings
 
-from .callback_cli import callback_options, serve_callbacks
+from .callbacks import callback_options, serve_callbacks
 from .embedded import resolve_api
 from .files import PRIVATE_FILES_ENV, private_files
 from .manifest import FORMATS, ManifestError, read_manifest
@@ -417,7 +417,10 @@ def callbacks(
     ] = None,
 ) -> None:
     """Receive provider callbacks: verify, refuse stale and replayed ones, record each once."""
-    serve_callbacks(_client_settings(), port, host, out, store, scheme, _say)
+    try:
+        serve_callbacks(_client_settings(), port, host, out, store, scheme, _say)
+    except InvoxError as exc:
+        raise _fail_usage(exc.message) from None
     raise typer.Exit(EXIT_OK)
 
 

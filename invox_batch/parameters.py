@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from invox import ConfigurationError, check_callback_url
+from invox import check_callback_url
+
+from .callbacks import CompletionMode, check_completion
 
 __all__ = [
     "Callbacks",
@@ -20,7 +22,6 @@ __all__ = [
     "Scale",
     "Spend",
     "StateStorage",
-    "parse_listen",
 ]
 
 Positive = Annotated[float, Field(gt=0)]
@@ -67,18 +68,10 @@ class Retrying(_Group):
     )
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6) → (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigurationError(f"callback_listen must be host:port, not {listen!r}")
-    return host.strip("[]"), int(port)
-
-
 class Callbacks(_Group):
     """Provider callbacks: where they go, and whether they decide when to fetch a result."""
 
-    completion: Literal["poll", "callback"] = Field(
+    completion: CompletionMode = Field(
         "poll", description='"poll", or "callback": fetch each result once its callback arrives.'
     )
     callback_url: str | None = Field(
@@ -99,12 +92,7 @@ class Callbacks(_Group):
         """Callback mode needs somewhere for callbacks to arrive; every address must parse."""
         if self.callback_url:
             check_callback_url(self.callback_url)
-        if self.completion == "callback" and not (self.callback_url or self.callback_listen):
-            raise ConfigurationError(
-                "completion='callback' needs callback_url (a receiver you run) or callback_listen"
-            )
-        if self.callback_listen is not None:
-            parse_listen(self.callback_listen)
+        check_completion(self.completion, self.callback_url, self.callback_listen)
         return self
 
 

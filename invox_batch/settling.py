@@ -29,13 +29,13 @@ from invox import (
     InvoxError,
     InvoxSettings,
     NotFoundError,
-    PollPolicy,
     PollTimer,
     ResponseLostError,
     UploadURLRejectedError,
 )
 
 from .budget import BudgetPlan, plan_units
+from .callbacks import Completion
 from .errors import FATAL_ERROR_TYPES, ErrorType
 from .failpoints import failpoint
 from .ledger import Generation, Ledger, confirm_landed, upload_key
@@ -45,7 +45,6 @@ from .records import Outcome, ResultRecord, Segment, UploadRecord, now_iso
 
 __all__ = [
     "CallCounter",
-    "Completion",
     "Executor",
     "Run",
     "Unit",
@@ -75,12 +74,6 @@ class Unit:
 
 
 Work = tuple[Unit, Generation]
-
-
-class Completion(Protocol):
-    """Decides when polling starts for one request (callback mode waits for its callback)."""
-
-    async def policy(self, request_id: str, base: PollPolicy) -> PollPolicy: ...
 
 
 class Executor(Protocol):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.callback_mode import HINT_FIRST_POLL_S, CallbackCompletion, parse_listen
 from invox import ConfigurationError, PollPolicy
-from invox_batch.callback_store import CallbackStore
+from invox_batch.callbacks import CallbackCompletion, CallbackStore, parse_listen
+from invox_batch.callbacks._completion import HINT_FIRST_POLL_S
 
 BASE = PollPolicy(timeout_s=60.0, first_delay_s=4.0, max_delay_s=30.0)
 

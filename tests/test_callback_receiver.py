@@ -16,14 +16,8 @@ from pydantic import SecretStr
 
 from invox import ConfigurationError, InvoxClient, InvoxSettings
 from invox._signature import sign_callback
-from invox_batch.callback_receiver import (
-    CALLBACK_PATH,
-    CallbackRejected,
-    ReceiverConfig,
-    accept_callback,
-    running_receiver,
-)
-from invox_batch.callback_store import CallbackStore
+from invox_batch.callbacks import CallbackStore, ReceiverConfig, accept_callback, running_receiver
+from invox_batch.errors import CallbackRejected
 from sandbox.server import SandboxServer
 
 from .flow_helpers import make_wav
@@ -128,6 +122,38 @@ def test_scheme_comes_from_the_settings() -> None:
         ReceiverConfig.from_settings(InvoxSettings(), "rot13")
 
 
+def test_callbacks_are_not_verified_unless_switched_on(tmp_path: Path) -> None:
+    unsigned = json.loads(signed())
+    del unsigned["signature"]
+    config = ReceiverConfig.from_settings(InvoxSettings())
+    assert accept_callback(json.dumps(unsigned).encode(), CallbackStore(tmp_path), config) == (
+        "req-1",
+        "recorded",
+    )
+
+
+def test_switched_on_checks_use_the_configured_keys_and_tolerance(tmp_path: Path) -> None:
+    on = InvoxSettings(
+        verify_callback_signatures=True,
+        callback_secret=SecretStr(SECRET),
+        callback_api_key=SecretStr(API_KEY),
+        callback_tolerance_s=5,
+    )
+    config, store = ReceiverConfig.from_settings(on), CallbackStore(tmp_path)
+    now = int(time.time() * 1000)
+    raw = signed(created_at=now)
+    with pytest.raises(CallbackRejected, match="createdAt") as stale:
+        accept_callback(raw, store, config, now_ms=now + 10_000)
+    assert stale.value.reason == "stale_timestamp"
+    other = raw.replace(b'"req-1"', b'"other"')
+    assert reason_of(other, store, config) == "bad_signature"
+    wrong = ReceiverConfig.from_settings(on.model_copy(update={"callback_secret": SecretStr("x")}))
+    assert reason_of(raw, store, wrong) == "bad_signature"
+    assert accept_callback(raw, store, config, now_ms=now) == ("req-1", "recorded")
+    record = store.read("req-1")
+    assert record is not None and record["payload"] == json.loads(raw)
+
+
 # --- over loopback: the sandbox sends real signed callbacks to the real receiver -------------
 
 
@@ -141,8 +167,8 @@ def receiver(sandbox_server: SandboxServer, tmp_path: Path) -> Iterator[tuple[st
         sandbox_server.settings.callback_api_key,
     )
     store = CallbackStore(tmp_path / "callbacks")
-    with running_receiver(store, config) as server:
-        yield f"{server.base_url}{CALLBACK_PATH}", store
+    with running_receiver(store, config) as url:
+        yield url, store
 
 
 async def _submit(settings: InvoxSettings, audio: Path, callback_url: str) -> str:
@@ -182,6 +208,6 @@ def test_a_port_in_use_is_a_configuration_error(tmp_path: Path) -> None:
     with (
         running_receiver(store, OPEN) as first,
         pytest.raises(ConfigurationError, match="cannot listen"),
-        running_receiver(store, OPEN, port=first.port),
+        running_receiver(store, OPEN, port=httpx.URL(first).port or 0),
     ):
         pass

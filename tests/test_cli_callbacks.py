@@ -13,7 +13,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from invox_batch.callback_store import CallbackStore
+from invox_batch.callbacks import CallbackStore
 from invox_batch.cli import app
 
 from .conftest import ROOT, SAMPLES
@@ -48,6 +48,15 @@ def test_callbacks_refuses_a_scheme_it_cannot_check(monkeypatch: pytest.MonkeyPa
     listen = ["--completion", "callback", "--callback-listen", "127.0.0.1:0"]
     done = runner.invoke(app, ["run", MANIFEST, *listen])
     assert done.exit_code == 2 and "INVOX_CALLBACK_SECRET" in done.output
+
+
+def test_the_receiver_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(app, ["callbacks", "--port", port, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and f"127.0.0.1:{port} is in use" in result.output
 
 
 @pytest.mark.usefixtures("prefect_harness")

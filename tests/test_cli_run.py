@@ -147,14 +147,3 @@ def test_run_refuses_unusable_values_with_exit_2(
     args = [str(afile) if a == "FILE" else a for a in args]
     result = runner.invoke(app, ["run", str(SAMPLES / "manifest.csv"), *args])
     assert result.exit_code == 2 and message in result.output, result.output
-
-
-def test_the_receiver_refuses_a_port_in_use_in_one_line(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = str(taken.getsockname()[1])
-        result = runner.invoke(app, ["callbacks", "--port", port, "--out", str(tmp_path)])
-    assert result.exit_code == 2 and f"127.0.0.1:{port} is in use" in result.output

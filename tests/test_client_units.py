@@ -337,34 +337,6 @@ def test_tampered_wrong_secret_unsigned_and_stale_callbacks_are_rejected(
     assert info.value.reason == reason
 
 
-def test_callbacks_are_not_verified_unless_switched_on() -> None:
-    from invox import check_callback
-
-    unsigned = {**PAYLOAD}
-    assert check_callback(unsigned, InvoxSettings()).request_id == "req-1"
-
-
-def test_switched_on_callback_checks_use_the_configured_keys_and_tolerance() -> None:
-    from pydantic import SecretStr
-
-    from invox import ConfigurationError, check_callback
-
-    on = InvoxSettings(
-        verify_callback_signatures=True,
-        callback_secret=SecretStr("s3cret"),
-        callback_api_key=SecretStr("pub-key"),
-        callback_tolerance_s=5,
-    )
-    now = 1_760_000_001_000
-    assert check_callback(_signed(PAYLOAD), on, now_ms=now).segments
-    with pytest.raises(CallbackSignatureError, match="createdAt"):
-        check_callback(_signed(PAYLOAD), on, now_ms=now + 10_000)
-    with pytest.raises(CallbackSignatureError):
-        check_callback({**_signed(PAYLOAD), "requestId": "other"}, on, now_ms=now)
-    with pytest.raises(ConfigurationError, match="INVOX_CALLBACK_SECRET"):
-        check_callback(_signed(PAYLOAD), InvoxSettings(verify_callback_signatures=True))
-
-
 @pytest.mark.parametrize(
     ("url", "ok"),
     [

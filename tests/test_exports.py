@@ -28,7 +28,6 @@ EXPECTED = {
     # what callback receivers need
     "CallbackPayload",
     "parse_callback",
-    "check_callback",
     "verify_callback_signature",
     "check_created_at",
     "CallbackSignatureError",

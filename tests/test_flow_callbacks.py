@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from invox_batch.callback_receiver import CALLBACK_PATH, ReceiverConfig, running_receiver
-from invox_batch.callback_store import CallbackStore
+from invox_batch.callbacks import CallbackStore, ReceiverConfig, running_receiver
 from invox_batch.dataset import read_files
 from sandbox.server import SandboxServer
 
@@ -131,8 +130,8 @@ def forged_route(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tup
     """A receiver (scheme from the test's parameter) behind a tampering proxy: (proxy URL, store)."""
     store = tmp_path / "store"
     config: ReceiverConfig = request.getfixturevalue(request.param)
-    with running_receiver(CallbackStore(store), config) as receiver:
-        proxy = TamperingProxy(f"{receiver.base_url}{CALLBACK_PATH}")
+    with running_receiver(CallbackStore(store), config) as receiver_url:
+        proxy = TamperingProxy(receiver_url)
         yield proxy.url, store
         proxy.close()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .files import create_marker, write_once
+from ..files import create_marker, write_once
 
 __all__ = ["CallbackStore", "Recorded"]
 

@@ -12,12 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,21 +34,12 @@ from invox import (
     check_created_at,
     verify_callback_signature,
 )
-from sandbox.server import ThreadedServer
 
-from .callback_store import CallbackStore
-from .errors import CallbackRejected
+from ..errors import CallbackRejected
+from ..output import Output
+from ._store import CallbackStore
 
-__all__ = [
-    "CALLBACK_PATH",
-    "SCHEMES",
-    "CallbackRejected",
-    "ReceiverConfig",
-    "accept_callback",
-    "create_receiver_app",
-    "running_receiver",
-    "serve_receiver",
-]
+__all__ = ["ReceiverConfig", "accept_callback", "running_receiver", "serve_callbacks"]
 
 CALLBACK_PATH = "/callbacks"
 MAX_BODY_BYTES = 32 * 1024 * 1024  # a long consultation's segments, with ample room
@@ -96,9 +91,12 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def verify(body: dict[str, Any], config: ReceiverConfig, now_ms: float | None = None) -> None:
-    """Apply the configured scheme; every scheme refuses a stale ``createdAt``."""
-    try:
+def accept_callback(
+    raw: bytes, store: CallbackStore, config: ReceiverConfig, now_ms: float | None = None
+) -> tuple[str, str]:
+    """Check one delivery and record it: ``(request_id, "recorded" | "duplicate")`` or raise."""
+    body = _parse(raw)
+    try:  # every scheme refuses a stale createdAt
         if config.scheme == "hmac-sha256":
             assert config.secret is not None and config.api_key is not None
             verify_callback_signature(
@@ -112,32 +110,16 @@ def verify(body: dict[str, Any], config: ReceiverConfig, now_ms: float | None = 
             check_created_at(body, config.tolerance_s, now_ms)
     except CallbackSignatureError as exc:
         raise CallbackRejected(exc.reason, str(exc)) from None
-
-
-def _record_of(body: dict[str, Any], config: ReceiverConfig) -> dict[str, Any]:
-    """What is kept: the payload as received, when, and how it was checked."""
-    return {
-        "requestId": body["requestId"],
-        "receivedAt": int(time.time() * 1000),
-        "scheme": config.scheme,
-        "payload": body,
-    }
-
-
-def accept_callback(
-    raw: bytes, store: CallbackStore, config: ReceiverConfig, now_ms: float | None = None
-) -> tuple[str, str]:
-    """Check one delivery and record it: ``(request_id, "recorded" | "duplicate")`` or raise."""
-    body = _parse(raw)
-    verify(body, config, now_ms)
     signature = body.get("signature")
     verified = config.scheme != "none" and isinstance(signature, str)
     # A checked signature pins the content, whatever the JSON's spacing; else the raw body.
     fingerprint: str | bytes = str(signature) if verified else raw
     if not store.first_sighting(fingerprint):
         raise CallbackRejected("replayed", "this exact callback was already accepted", 409)
+    request_id, now = body["requestId"], int(time.time() * 1000)
+    record = {"requestId": request_id, "receivedAt": now, "scheme": config.scheme, "payload": body}
     try:
-        return body["requestId"], store.record(body["requestId"], _record_of(body, config))
+        return request_id, store.record(request_id, record)
     except OSError:
         store.forget_sighting(fingerprint)  # let the provider's retry in
         raise
@@ -155,10 +137,8 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _handler(
-    store: CallbackStore, config: ReceiverConfig
-) -> Callable[[Request], Awaitable[Response]]:
-    """The POST endpoint: everything it does before answering is one small fsynced write."""
+def _app(store: CallbackStore, config: ReceiverConfig) -> Starlette:
+    """``POST /callbacks`` (one small fsynced write before answering) and ``GET /healthz``."""
 
     async def receive(request: Request) -> Response:
         try:
@@ -170,63 +150,90 @@ def _handler(
         _log.info("callback for request %s %s", request_id, outcome)
         return JSONResponse({"result": outcome}, status_code=200)
 
-    return receive
+    async def health(request: Request) -> Response:
+        """Liveness for a load balancer or tunnel in front of the receiver."""
+        return JSONResponse({"ok": True})
 
-
-async def _health(request: Request) -> Response:
-    """Liveness for a load balancer or tunnel in front of the receiver."""
-    return JSONResponse({"ok": True})
-
-
-def create_receiver_app(store: CallbackStore, config: ReceiverConfig) -> Starlette:
-    """The receiver as an ASGI app: ``POST /callbacks`` and ``GET /healthz``."""
     return Starlette(
         routes=[
-            Route(CALLBACK_PATH, _handler(store, config), methods=["POST"]),
-            Route("/healthz", _health, methods=["GET"]),
+            Route(CALLBACK_PATH, receive, methods=["POST"]),
+            Route("/healthz", health, methods=["GET"]),
         ]
     )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Listen before uvicorn starts, so port 0 yields a known port and a taken one fails early."""
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only then (else ~40 ms delayed ACKs).
+    sock = socket.socket(
+        socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP
+    )
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ConfigurationError(
+            f"the callback receiver cannot listen: {host}:{port} is in use or unavailable "
+            f"({exc.strerror or exc}); pick a free port"
+        ) from None
+    return sock
 
 
 @contextmanager
 def running_receiver(
     store: CallbackStore, config: ReceiverConfig, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[ThreadedServer]:
-    """The receiver under uvicorn in a background thread, for the flow's in-process mode."""
-    server = ThreadedServer(create_receiver_app(store, config), host=host, port=port)
-    try:
-        server.start()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"callback_listen {host}:{port}: cannot listen ({exc.strerror or exc}); "
-            "pick a free port, or port 0 for any"
-        ) from None
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def serve_receiver(
-    store: CallbackStore, config: ReceiverConfig, host: str, port: int, say: Callable[[str], None]
-) -> None:
-    """Run the receiver in the foreground until interrupted (``invox-batch callbacks``)."""
-    import uvicorn
-
-    say(f"callback receiver on http://{host}:{port}{CALLBACK_PATH}, recording to {store.root}")
-    say(describe(config))
-    # No access log: it adds nothing the receiver's own lines do not say.
-    uvicorn.run(create_receiver_app(store, config), host=host, port=port, access_log=False)
-
-
-def describe(config: ReceiverConfig) -> str:
-    """One line for the operator saying what is (and is not) checked."""
-    if config.scheme == "none":
-        return (
-            f"signatures NOT checked (INVOX_VERIFY_CALLBACK_SIGNATURES off); createdAt within "
-            f"{config.tolerance_s:g}s, replays refused; callbacks are hints, results are fetched"
+) -> Iterator[str]:
+    """The receiver under uvicorn in a background thread (the flow's in-process mode): its URL."""
+    sock = _bind(host, port)
+    # Embedded: no access log, and leave the host program's logging configuration alone.
+    app = _app(store, config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, access_log=False, log_config=None, log_level="warning", timeout_graceful_shutdown=5
         )
-    return (
-        f"signatures checked (hmac-sha256), createdAt within {config.tolerance_s:g}s, "
-        "replays refused; callbacks are hints, results are fetched"
     )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:  # uvicorn has no startup event to wait on
+            if not thread.is_alive():
+                raise RuntimeError("the callback receiver exited during startup (see the log)")
+            time.sleep(0.01)
+        url_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # dialable
+        url_host = f"[{url_host}]" if ":" in url_host else url_host
+        yield f"http://{url_host}:{sock.getsockname()[1]}{CALLBACK_PATH}"
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+
+
+def serve_callbacks(
+    settings: InvoxSettings,
+    port: int,
+    host: str,
+    out: str,
+    store: str | None,
+    scheme: str | None,
+    say: Callable[[str], None],
+) -> None:
+    """Check the settings, then serve in the foreground until interrupted (``invox-batch callbacks``)."""
+    config = ReceiverConfig.from_settings(settings, scheme)
+    root = Path(store) if store else Output.parse(out).default_state_dir() / "callbacks"
+    sock = _bind(host, port)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    say(f"callback receiver on http://{host}:{port}{CALLBACK_PATH}, recording to {root}")
+    checked = (
+        "NOT checked (INVOX_VERIFY_CALLBACK_SIGNATURES off);"
+        if config.scheme == "none"
+        else f"checked ({config.scheme}),"
+    )
+    say(
+        f"signatures {checked} createdAt within {config.tolerance_s:g}s, replays refused; "
+        "callbacks are hints, results are fetched"
+    )
+    # No access log: it adds nothing the receiver's own lines do not say.
+    app = _app(CallbackStore(root), config)
+    uvicorn.Server(uvicorn.Config(app, access_log=False)).run(sockets=[sock])

@@ -9,34 +9,28 @@ early status call, never a different result, and the never-pay-twice records sta
 from __future__ import annotations
 
 import asyncio
-import logging
 import dataclasses
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
+from invox import InvoxSettings, PollPolicy, check_callback_url
 
-from invox import ConfigurationError, InvoxSettings, PollPolicy, check_callback_url
-from invox_batch.callback_receiver import CALLBACK_PATH, ReceiverConfig, running_receiver
-from invox_batch.callback_store import CallbackStore
+from ._options import CompletionMode, check_completion, parse_listen
+from ._receiver import ReceiverConfig, running_receiver
+from ._store import CallbackStore
 
-__all__ = [
-    "CallbackCompletion",
-    "Completion",
-    "CompletionMode",
-    "PollCompletion",
-    "check_completion",
-    "completion_for",
-    "parse_listen",
-]
+__all__ = ["CallbackCompletion", "Completion", "PollCompletion", "completion_for"]
 
-CompletionMode = Literal["poll", "callback"]
 HINT_FIRST_POLL_S = 0.05  # a callback says the job ended: ask at once, then back off as usual
 STORE_CHECK_S = 0.2
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
+_log = logging.getLogger("invox_batch.callbacks")
 
 
 class Completion(Protocol):
@@ -63,6 +57,7 @@ class CallbackCompletion:
     grace_s: float
     check_every_s: float = STORE_CHECK_S
     counts: Counter[str] = dataclasses.field(default_factory=Counter)
+    log: Logger = _log
 
     async def policy(self, request_id: str, base: PollPolicy) -> PollPolicy:
         """Wait up to the expected processing time plus the grace, then fetch at once."""
@@ -72,7 +67,7 @@ class CallbackCompletion:
             self.counts["callback"] += 1
         else:
             self.counts["fallback"] += 1
-            logging.getLogger("invox_batch.callbacks").info(
+            self.log.info(
                 "no callback for request %s after %gs; polling instead", request_id, limit
             )
         waited = time.monotonic() - started
@@ -92,24 +87,6 @@ class CallbackCompletion:
         return True
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (``[::1]:port`` for IPv6) → (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ConfigurationError(f"callback_listen must be host:port, not {listen!r}")
-    return host.strip("[]"), int(port)
-
-
-def check_completion(mode: CompletionMode, callback_url: str | None, listen: str | None) -> None:
-    """Callback mode needs somewhere for callbacks to arrive: a URL you run, or a listen address."""
-    if mode == "callback" and not (callback_url or listen):
-        raise ConfigurationError(
-            "completion='callback' needs callback_url (a receiver you run) or callback_listen"
-        )
-    if listen is not None:
-        parse_listen(listen)
-
-
 @contextmanager
 def completion_for(
     mode: CompletionMode,
@@ -119,31 +96,24 @@ def completion_for(
     listen: str | None,
     callback_url: str | None,
     settings: InvoxSettings,
+    log: Logger = _log,
 ) -> Iterator[tuple[Completion, str | None]]:
     """The run's completion mode and the callbackUrl to send, with the receiver running if asked."""
     if mode == "poll":
         yield PollCompletion(), callback_url
         return
     check_completion(mode, callback_url, listen)
-    completion = CallbackCompletion(CallbackStore(store_dir), grace_s)
+    completion = CallbackCompletion(CallbackStore(store_dir), grace_s, log=log)
     if listen is None:
         yield completion, callback_url
-        _report(completion)
-        return
-    host, port = parse_listen(listen)
-    config = ReceiverConfig.from_settings(settings)
-    with running_receiver(completion.store, config, host, port) as server:
-        url = callback_url or check_callback_url(f"{server.base_url}{CALLBACK_PATH}")
-        logging.getLogger("invox_batch.callbacks").info(
-            "callback receiver listening on %s%s", server.base_url, CALLBACK_PATH
-        )
-        yield completion, url
-    _report(completion)
-
-
-def _report(completion: CallbackCompletion) -> None:
-    """One line: how many requests a callback settled and how many fell back to polling."""
-    logging.getLogger("invox_batch.callbacks").info(
+    else:
+        host, port = parse_listen(listen)
+        config = ReceiverConfig.from_settings(settings)
+        with running_receiver(completion.store, config, host, port) as receiver_url:
+            url = callback_url or check_callback_url(receiver_url)
+            log.info("callback receiver listening on %s", receiver_url)
+            yield completion, url
+    log.info(
         "callback mode: %d requests signalled by callback, %d fell back to polling",
         completion.counts["callback"],
         completion.counts["fallback"],
