@@ -78,3 +78,11 @@ def test_every_allowed_exception_still_needs_its_place() -> None:
         f for f in ALLOWED if not (ROOT / f).is_file() or not _imported(ROOT / f) & FORBIDDEN
     )
     assert stale == [], f"remove from ALLOWED (no longer imports the sandbox): {stale}"
+
+
+def test_the_sandbox_imports_nothing_of_production() -> None:
+    """An independent double: a client mistake it shared would pass every test against it."""
+    files = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "sandbox").rglob("*.py"))
+    assert "sandbox/signing.py" in files
+    offenders = {f: sorted(_imported(ROOT / f) & set(PRODUCTION)) for f in files}
+    assert {f: names for f, names in offenders.items() if names} == {}
