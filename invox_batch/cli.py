@@ -367,29 +367,32 @@ def run(
     except InvoxError as exc:
         raise _fail_usage(exc.message) from None
     quiet_task_logs()
-    with resolve_api(settings, _say) as resolved, progress_display():
-        _export_api(resolved)
-        state: Any = asyncio.run(
-            cast(
-                Coroutine[Any, Any, Any],
-                transcribe_batch(
-                    manifest=manifest,
-                    out=out,
-                    max_concurrency=concurrency,
-                    poll_timeout_s=poll_timeout,
-                    force=force,
-                    callback_url=callback_url,
-                    api_version=api_version,
-                    max_resubmits=max_resubmits,
-                    vtt=vtt,
-                    result_storage=result_storage,
-                    **hybrid,
-                    max_audio_hours=max_audio_hours,
-                    srt=srt,
-                    return_state=True,
-                ),
+    try:
+        with resolve_api(settings, _say) as resolved, progress_display():
+            _export_api(resolved)
+            state: Any = asyncio.run(
+                cast(
+                    Coroutine[Any, Any, Any],
+                    transcribe_batch(
+                        manifest=manifest,
+                        out=out,
+                        max_concurrency=concurrency,
+                        poll_timeout_s=poll_timeout,
+                        force=force,
+                        callback_url=callback_url,
+                        api_version=api_version,
+                        max_resubmits=max_resubmits,
+                        vtt=vtt,
+                        result_storage=result_storage,
+                        **hybrid,
+                        max_audio_hours=max_audio_hours,
+                        srt=srt,
+                        return_state=True,
+                    ),
+                )
             )
-        )
+    except InvoxError as exc:
+        raise _fail_usage(exc.message) from None
     summary = _read_summary(out, state)
     if summary is None:
         _say(f"error: the run did not finish: {state.message}")

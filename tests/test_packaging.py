@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parent.parent
+from invox_batch.embedded import NO_SANDBOX
+
+from .conftest import ROOT, SAMPLES
 
 SANDBOX_ONLY = {"pocketsphinx", "soxr"}
 """Distributions only the sandbox needs; they come with the ``[sandbox]`` extra alone."""
@@ -86,3 +92,32 @@ def test_the_sandbox_imports_nothing_of_production() -> None:
     assert "sandbox/signing.py" in files
     offenders = {f: sorted(_imported(ROOT / f) & set(PRODUCTION)) for f in files}
     assert {f: names for f, names in offenders.items() if names} == {}
+
+
+# A Python where `pip install .` left the [sandbox] extra out: its recognizer cannot be imported.
+WITHOUT_EXTRA = (
+    "import runpy, sys\n"
+    "sys.modules['pocketsphinx'] = sys.modules['soxr'] = None\n"
+    "sys.argv = ['invox-batch', *sys.argv[1:]]\n"
+    "runpy.run_module('invox_batch', run_name='__main__')\n"
+)
+
+
+@pytest.mark.parametrize("command", ["run", "transcribe"])
+def test_without_the_extra_and_without_a_base_url_one_line_says_how_to_get_it(
+    command: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = [str(SAMPLES / "manifest.csv"), *(["--out", str(out)] if command == "run" else [])]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INVOX_")}
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_EXTRA, command, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == f"error: {NO_SANDBOX}\n"
+    assert not out.exists()
