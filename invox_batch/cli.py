@@ -381,16 +381,23 @@ def run(
     except ValidationError as exc:
         raise _fail_usage(_problems(exc, "--")) from None
     quiet_task_logs()
-    with resolve_api(settings, _say) as resolved, progress_display():
-        _export_api(resolved)
-        state: Any = asyncio.run(
-            cast(
-                Coroutine[Any, Any, Any],
-                transcribe_batch(
-                    manifest=manifest, out=out, api_version=api_version, return_state=True, **groups
-                ),
+    try:
+        with resolve_api(settings, _say) as resolved, progress_display():
+            _export_api(resolved)
+            state: Any = asyncio.run(
+                cast(
+                    Coroutine[Any, Any, Any],
+                    transcribe_batch(
+                        manifest=manifest,
+                        out=out,
+                        api_version=api_version,
+                        return_state=True,
+                        **groups,
+                    ),
+                )
             )
-        )
+    except InvoxError as exc:
+        raise _fail_usage(exc.message) from None
     summary = _read_summary(out, state)
     if summary is None:
         _say(f"error: the run did not finish: {state.message}")

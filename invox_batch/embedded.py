@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from invox import InvoxSettings
-from sandbox.server import SandboxServer
-from sandbox.settings import SandboxSettings
+from invox import ConfigurationError, InvoxSettings
 
-__all__ = ["EMBEDDED_NAMESPACE", "resolve_api"]
+if TYPE_CHECKING:
+    from sandbox.settings import SandboxSettings
+
+__all__ = ["EMBEDDED_NAMESPACE", "NO_SANDBOX", "resolve_api"]
 
 # The embedded sandbox listens on a new port each run; its results are still "the same API"
 # (per processing mode: instant transcripts must never stand in for recognised ones).
 EMBEDDED_NAMESPACE = "embedded-sandbox"
+
+# What `pip install 'invox-batch[sandbox]'` brings (pyproject.toml): the double and its recognizer.
+SANDBOX_EXTRA = ("sandbox", "pocketsphinx", "soxr")
+NO_SANDBOX = (
+    "INVOX_BASE_URL is not set and the local sandbox is not installed: set "
+    "INVOX_BASE_URL/INVOX_APP_ID/INVOX_API_KEY for the real API, or "
+    "`pip install 'invox-batch[sandbox]'` for the offline double"
+)
+
+
+def _sandbox_installed() -> bool:
+    """Found, not imported: the recognizer loads only when a job needs it."""
+    return all(importlib.util.find_spec(name) is not None for name in SANDBOX_EXTRA)
 
 
 @contextmanager
@@ -26,6 +42,11 @@ def resolve_api(
     if settings.base_url:
         yield settings
         return
+    if not _sandbox_installed():
+        raise ConfigurationError(NO_SANDBOX)
+    from sandbox.server import SandboxServer
+    from sandbox.settings import SandboxSettings
+
     sandbox_settings = sandbox or SandboxSettings()
     with SandboxServer(sandbox_settings) as server:
         say(

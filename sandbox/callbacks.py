@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from invox._signature import sign_callback
 from sandbox.models import CallbackAttempt, Job, JobState, SandboxBackend
 from sandbox.settings import SandboxSettings
+from sandbox.signing import sign_callback
 
 __all__ = ["USER_AGENT", "CallbackDispatcher", "callback_payload"]
 

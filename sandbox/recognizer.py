@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 import soundfile
-import soxr
 
-if TYPE_CHECKING:  # loaded lazily: instant mode and header reads must not load the model
+# pocketsphinx and soxr (the [sandbox] extra) load lazily: instant mode and header reads need
+# neither, and the sandbox package imports without the extra.
+if TYPE_CHECKING:
     import pocketsphinx
 
 ASRModel = Literal["clinical", "general"]
@@ -102,6 +103,8 @@ def to_pcm16(samples: npt.NDArray[np.float32], rate: int) -> npt.NDArray[np.int1
     results reproducible whichever worker decodes the file.
     """
     if rate != SAMPLE_RATE:
+        import soxr
+
         samples = soxr.resample(samples, rate, SAMPLE_RATE).astype(np.float32, copy=False)
     rng = np.random.default_rng(_DITHER_SEED)
     # float32 throughout keeps an hour of audio near 4 bytes per sample of scratch memory

@@ -22,7 +22,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from invox import ACCEPTED_MIME_TYPES
 from sandbox.errors import (
     ApiError,
     StorageError,
@@ -45,6 +44,19 @@ __all__ = ["ACCEPTED_MIME_TYPES", "VERSION_HEADER", "VTT_SINCE", "build_routes"]
 
 VERSION_HEADER = "X-Invox-Medical-Api-Version"
 VTT_SINCE = date(2025, 11, 1)
+# Contract §9's list plus audio/mpeg, which its own example uses; the double keeps its own copy.
+ACCEPTED_MIME_TYPES: frozenset[str] = frozenset(
+    {
+        "audio/x-wav",
+        "audio/wav",
+        "audio/mp3",
+        "audio/m4a",
+        "audio/flac",
+        "audio/ogg",
+        "audio/webm",
+        "audio/mpeg",
+    }
+)
 MAX_JSON_BYTES = 64 * 1024
 # After an over-size streamed upload, read (and discard) this much more so the client sees 413.
 DRAIN_BYTES = 16 * 1024 * 1024
