@@ -23,7 +23,7 @@ from bench import harness
 from bench.harness import ENDPOINTS, RESULTS, make_wavs, worker_env
 from bench.workers import bare_loop, flow_run
 
-FLOW_PARAMS = {"max_poll_interval_s": 0.2}
+FLOW_PARAMS: dict[str, Any] = {"polling": {"max_poll_interval_s": 0.2}}
 
 
 def make_inputs(folder: Path, count: int) -> Path:

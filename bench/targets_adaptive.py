@@ -23,7 +23,7 @@ FAULTS: dict[str, Any] = {
     "retry_after_s": 0.1,
     "processing_delay_s": (0, 0),
 }
-PARAMS: dict[str, Any] = {"retry_base_delay_s": 0.1}
+PARAMS: dict[str, Any] = {"retrying": {"retry_base_delay_s": 0.1}}
 ADAPTIVE = {"INVOX_ADAPTIVE_CONCURRENCY": "true"}
 FIXED = {"INVOX_ADAPTIVE_CONCURRENCY": "false"}
 PINNED = {**ADAPTIVE, "INVOX_INITIAL_CONCURRENCY": str(LIMIT), "INVOX_MAX_INFLIGHT": str(LIMIT)}

@@ -20,7 +20,7 @@ TARGETS = (
 )
 CONCURRENCY = 16
 SMALL_S = 0.2
-PARAMS: dict[str, Any] = {"max_poll_interval_s": 0.2}
+PARAMS: dict[str, Any] = {"polling": {"max_poll_interval_s": 0.2}}
 
 
 def run(ctx: Context, wanted: Wanted) -> list[Result]:

@@ -1,7 +1,7 @@
 """Benchmark contenders, each run in a fresh interpreter so its wall time and peak RSS are its own.
 
     python -m bench.workers bare --manifest M --concurrency 16
-    python -m bench.workers flow --manifest M --out O --concurrency 16 --params '{"...": 1}'
+    python -m bench.workers flow --manifest M --out O --concurrency 16 --params '{"polling": {...}}'
     python -m bench.workers upload --file F
 
 Each prints one JSON line; the client and flow read ``INVOX_*`` from the environment.
@@ -64,13 +64,9 @@ async def flow_run(
         await client.hello()  # starts the ephemeral server if no PREFECT_API_URL is set
     server_start_s = time.monotonic() - started
     started = time.monotonic()
-    state = await transcribe_batch(
-        manifest=manifest,
-        out=out,
-        max_concurrency=concurrency,
-        return_state=True,
-        **(params or {}),
-    )
+    groups = dict(params or {})
+    groups["scale"] = {**groups.get("scale", {}), "max_concurrency": concurrency}
+    state = await transcribe_batch(manifest=manifest, out=out, return_state=True, **groups)
     return {
         "wall_s": time.monotonic() - started,
         "server_start_s": server_start_s,
@@ -107,7 +103,7 @@ def main() -> None:
     parser.add_argument("--manifest")
     parser.add_argument("--out")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--params", default="{}", help="extra flow parameters as JSON")
+    parser.add_argument("--params", default="{}", help="flow parameter groups as JSON")
     parser.add_argument("--file")
     args = parser.parse_args()
     if args.kind == "bare":

@@ -16,10 +16,8 @@ NIGHTLY = "transcribe-batch/nightly"
 # Fast polling against the instant sandbox; the first poll after 2 x 0.5 s of audio finds each
 # job done, so a job is polled exactly once and re-polling would show in the counts.
 FAST = {
-    "poll_timeout_s": 30.0,
-    "max_poll_interval_s": 0.5,
-    "first_poll_ratio": 2.0,
-    "retry_base_delay_s": 0.05,
+    "polling": {"poll_timeout_s": 30.0, "max_poll_interval_s": 0.5, "first_poll_ratio": 2.0},
+    "retrying": {"retry_base_delay_s": 0.05},
 }
 
 
@@ -92,7 +90,12 @@ def test_custom_run_parameters_work_and_bad_values_are_refused_by_the_schema(
     out = tmp_path / "custom-out"
     run = server.wait(
         server.run(
-            NIGHTLY, manifest=str(manifest), out=str(out), max_concurrency=2, vtt=True, **FAST
+            NIGHTLY,
+            manifest=str(manifest),
+            out=str(out),
+            scale={"max_concurrency": 2},
+            captions={"vtt": True},
+            **FAST,
         )
     )
     assert run.state is not None and run.state.is_completed(), run.state
@@ -101,8 +104,14 @@ def test_custom_run_parameters_work_and_bad_values_are_refused_by_the_schema(
     assert len(list((out / "captions").glob("*.vtt"))) == 2
 
     runs_before = len(server.runs_of("nightly"))
-    for bad in ({"max_concurrency": 0}, {"shard": "two of eight"}, {"poll_timeout_s": "soon"}):
+    bad_values = (
+        {"scale": {"max_concurrency": 0}},
+        {"scale": {"shard": "two of eight"}},
+        {"polling": {"poll_timeout_s": "soon"}},
+    )
+    for bad in bad_values:
         with pytest.raises(Exception, match=r"(?i)validation") as refused:
             server.run(NIGHTLY, manifest=str(manifest), **bad)
-        assert str(next(iter(bad))) in str(refused.value)
+        [group] = bad.values()
+        assert next(iter(group)) in str(refused.value)
     assert len(server.runs_of("nightly")) == runs_before  # refused before any run was created

@@ -18,7 +18,7 @@ def test_shards_spread_over_two_workers_and_a_retried_parent_restarts_no_shard(
 ) -> None:
     manifest, shas = _batch(tmp_path / "audio", 8, first_seed=500)
     out = tmp_path / "out"
-    params = {"manifest": str(manifest), "out": str(out), "shard_size": 2, **FAST}
+    params = {"manifest": str(manifest), "out": str(out), "scale": {"shard_size": 2}, **FAST}
     shard_runs_before = {r.id for r in server.runs_of("shard")}
 
     # One file forced to ERROR: its shard fails, so the parent does.
