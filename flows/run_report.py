@@ -8,9 +8,9 @@ from pathlib import Path
 
 from prefect import get_run_logger
 
-# Every run draws a page: matplotlib loads with the flow, not inside the run's wall time.
-from invox_batch import report_plots  # noqa: F401
 from invox_batch.files import atomic_write
+
+# Every run draws a page: the package loads matplotlib with the flow, not in the run's wall time.
 from invox_batch.report import load_report, report_html, report_markdown
 
 __all__ = ["RunReportFiles", "build_run_report", "report_section"]

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from invox_batch.cli import app
 from invox_batch.dataset import write_run
-from invox_batch.report import ReportError, load_report, report_html, report_markdown
+from invox_batch.errors import ReportError
+from invox_batch.report import load_report, report_html, report_markdown
 
 from .test_dataset import DAY1, DAY2, RUN_A, RUN_B, T0, file_row
 

@@ -1,4 +1,4 @@
-"""`invox-batch report`: print the run report, and write its HTML page on request."""
+"""Where a report goes: the terminal and an HTML file for `invox-batch report`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markdown import Markdown
 
-from .files import atomic_write
-from .report import load_report, report_html, report_markdown
-
-__all__ = ["print_report"]
+from ..files import atomic_write
+from ._load import load_report
+from ._render import report_html, report_markdown
 
 
 def print_report(out: str, run_id: str | None, html: Path | None) -> None:
