@@ -32,6 +32,7 @@ from invox_batch.dataset import write_run
 from invox_batch.manifest import Manifest, ManifestRow, read_manifest
 from invox_batch.output import Output
 from invox_batch.quality import assign_quality, count_flags
+from invox_batch.report import build_run_report, report_section  # matplotlib loads here
 from tasks.ledger import Ledger, audio_identity
 
 from .callback_mode import (
@@ -49,7 +50,6 @@ from .outcomes import (
     summarise,
 )
 from .reporting import publish_outcomes, write_summary
-from .run_report import build_run_report, report_section
 from .settling import FATAL_ERROR_TYPES, Options, Unit, settle_all
 from .sharding import fan_out, parse_shard, should_fan_out, take_shard, worker_host
 
@@ -364,7 +364,7 @@ async def _conclude(
     """Write the summary and the HTML report, publish a remote output, say how the run ended."""
     flow_run_id = summary["flow_run_id"]
     summary_path = write_summary(staging, flow_run_id, summary)
-    report = await build_run_report(staging, flow_run_id)
+    report = await build_run_report(staging, flow_run_id, get_run_logger())
     report_parts = [report.html] if report else []
     if output.is_remote:
         every = [*parts, summary_path, *report_parts]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import logging
 import re
 import shutil
 import subprocess
@@ -16,7 +18,13 @@ from typer.testing import CliRunner
 from invox_batch.cli import app
 from invox_batch.dataset import write_run
 from invox_batch.errors import ReportError
-from invox_batch.report import load_report, report_html, report_markdown
+from invox_batch.report import (
+    build_run_report,
+    load_report,
+    report_html,
+    report_markdown,
+    report_section,
+)
 
 from .test_dataset import DAY1, DAY2, RUN_A, RUN_B, T0, file_row
 
@@ -105,6 +113,27 @@ def test_html_is_self_contained_with_four_plots_and_no_transcripts(dataset: Path
     assert "<script" not in page and "<link" not in page
     assert SECRET_TEXT not in page and SECRET_TEXT not in report_markdown(load_report(dataset))
     assert len(page) < 400_000
+
+
+def test_run_report_writes_the_page_and_the_summary_section(dataset: Path) -> None:
+    built = asyncio.run(build_run_report(dataset, RUN_A, logging.getLogger(__name__)))
+    assert built is not None and built.html == dataset / "reports" / f"{RUN_A}.html"
+    assert built.html.read_text().count('<img class="plot"') == 4
+    section = report_section(built, str(built.html))
+    assert section.startswith(f"# invox-batch report: run `{RUN_A}`")
+    assert f"[HTML report with plots]({built.html.resolve().as_uri()})" in section
+    assert report_section(None, str(built.html)) == "" and report_section(built, None) == ""
+
+
+def test_a_run_report_that_cannot_be_built_warns_and_never_fails_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.LoggerAdapter(logging.getLogger("run-report-test"))
+    with caplog.at_level(logging.WARNING, logger="run-report-test"):
+        built = asyncio.run(build_run_report(tmp_path, "no-such-run", log))
+    assert built is None and not (tmp_path / "reports").exists()
+    assert caplog.messages == ["run report not written: ReportError"]
+    assert caplog.records[0].exc_info is not None
 
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
