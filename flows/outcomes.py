@@ -1,10 +1,9 @@
-"""Per-file outcomes and the rows, summary and messages built from them (pure functions)."""
+"""Per-file outcomes and the rows and messages built from them (pure functions)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,7 +18,6 @@ __all__ = [
     "outcome_from_error",
     "outcome_from_records",
     "segment_rows",
-    "summarise",
 ]
 
 
@@ -145,26 +143,3 @@ def segment_rows(
         }
         for index, segment in enumerate(outcome.segments)
     ]
-
-
-def summarise(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Counts an operator reads first: by status, by error type, cache hits, audio hours."""
-    status: Counter[str] = Counter()
-    errors: Counter[str] = Counter()
-    cached = 0
-    seconds = 0.0
-    for row in rows:
-        status[row["status"]] += 1
-        if row["error_type"]:
-            errors[row["error_type"]] += 1
-        cached += bool(row["from_cache"])
-        if row["status"] == "completed" and row["duration_s"]:
-            seconds += float(row["duration_s"])
-    return {
-        "rows": sum(status.values()),
-        "completed": status["completed"],
-        "failed": status["failed"],
-        "from_cache": cached,
-        "error_types": dict(sorted(errors.items())),
-        "audio_hours": round(seconds / 3600, 4),
-    }

@@ -23,9 +23,9 @@ from prefect.states import AwaitingRetry, Completed, Failed
 from invox import ConfigurationError
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
+from invox_batch.report import summary_markdown, write_summary
 
 from .callback_mode import parse_listen
-from .reporting import summary_markdown, write_summary
 
 __all__ = [
     "aggregate",

@@ -32,7 +32,12 @@ from invox_batch.dataset import write_run
 from invox_batch.manifest import Manifest, ManifestRow, read_manifest
 from invox_batch.output import Output
 from invox_batch.quality import assign_quality, count_flags
-from invox_batch.report import build_run_report, report_section  # matplotlib loads here
+from invox_batch.report import (  # matplotlib loads here, not in a run's wall time
+    build_run_report,
+    report_section,
+    summarise,
+    write_summary,
+)
 from tasks.ledger import Ledger, audio_identity
 
 from .callback_mode import (
@@ -47,9 +52,8 @@ from .outcomes import (
     RunContext,
     file_row,
     segment_rows,
-    summarise,
 )
-from .reporting import publish_outcomes, write_summary
+from .reporting import publish_outcomes
 from .settling import FATAL_ERROR_TYPES, Options, Unit, settle_all
 from .sharding import fan_out, parse_shard, should_fan_out, take_shard, worker_host
 

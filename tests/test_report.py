@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import re
 import shutil
@@ -24,6 +25,9 @@ from invox_batch.report import (
     report_html,
     report_markdown,
     report_section,
+    summarise,
+    summary_markdown,
+    write_summary,
 )
 
 from .test_dataset import DAY1, DAY2, RUN_A, RUN_B, T0, file_row
@@ -134,6 +138,32 @@ def test_a_run_report_that_cannot_be_built_warns_and_never_fails_the_run(
     assert built is None and not (tmp_path / "reports").exists()
     assert caplog.messages == ["run report not written: ReportError"]
     assert caplog.records[0].exc_info is not None
+
+
+def test_run_summary_counts_its_rows_and_is_written_without_transcripts(tmp_path: Path) -> None:
+    rows = [
+        file_row("a", index=0, duration_s=1800.0),
+        file_row("b", index=1, duration_s=1800.0, from_cache=True),
+        file_row("t", index=2, status="failed", error_type="timeout", text=None),
+    ]
+    counts = summarise(rows)
+    assert counts == {
+        "rows": 3,
+        "completed": 2,
+        "failed": 1,
+        "from_cache": 1,
+        "error_types": {"timeout": 1},
+        "audio_hours": 1.0,
+    }
+    paths = {"files_path": "files.parquet", "segments_path": "segments.parquet"}
+    summary = {**counts, "wall_s": 1.5, "api_calls": {"upload": 1}, **paths}
+    text = summary_markdown(summary)
+    assert text.startswith("# transcribe-batch: 2 of 3 files completed\n\n| measure | value |\n")
+    assert "| API calls: upload | 1 |" in text and "| timeout | 1 |" in text
+    assert text.endswith("Parquet: `files.parquet` and `segments.parquet`")
+    written = write_summary(tmp_path, RUN_A, summary)
+    assert written == tmp_path / "runs" / f"{RUN_A}.json"
+    assert json.loads(written.read_text()) == summary and SECRET_TEXT not in written.read_text()
 
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:

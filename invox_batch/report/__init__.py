@@ -6,6 +6,7 @@ Importing the package loads matplotlib: the flow imports it, so that cost is not
 from ._load import RunReport, load_report
 from ._outputs import RunReportFiles, build_run_report, print_report, report_section
 from ._render import report_html, report_markdown
+from ._summary import summarise, summary_markdown, write_summary
 
 __all__ = [
     "RunReport",
@@ -16,4 +17,7 @@ __all__ = [
     "report_html",
     "report_markdown",
     "report_section",
+    "summarise",
+    "summary_markdown",
+    "write_summary",
 ]
