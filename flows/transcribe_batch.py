@@ -32,12 +32,7 @@ from invox_batch.dataset import write_run
 from invox_batch.manifest import Manifest, ManifestRow, read_manifest
 from invox_batch.output import Output
 from invox_batch.quality import assign_quality, count_flags
-from invox_batch.report import (  # matplotlib loads here, not in a run's wall time
-    build_run_report,
-    report_section,
-    summarise,
-    write_summary,
-)
+from invox_batch.report import build_run_report, report_section, summarise, write_summary
 from tasks.ledger import Ledger, audio_identity
 
 from .callback_mode import (
@@ -47,12 +42,7 @@ from .callback_mode import (
 )
 from .credentials import with_secret_block
 from .dask_runner import dask_task_runner, settle_on_dask
-from .outcomes import (
-    Outcome,
-    RunContext,
-    file_row,
-    segment_rows,
-)
+from .outcomes import Outcome, RunContext, file_row, segment_rows
 from .reporting import publish_outcomes
 from .settling import FATAL_ERROR_TYPES, Options, Unit, settle_all
 from .sharding import fan_out, parse_shard, should_fan_out, take_shard, worker_host

@@ -43,16 +43,12 @@ async def build_run_report(
         return None
 
 
-def _link(location: str) -> str:
-    """A clickable link: local paths become file:// URIs."""
-    return location if "://" in location else Path(location).resolve().as_uri()
-
-
 def report_section(report: RunReportFiles | None, location: str | None) -> str:
     """The report's markdown and a link to its HTML page, for the run's summary artifact."""
     if report is None or location is None:
         return ""
-    return f"{report.markdown}\n[HTML report with plots]({_link(location)})\n"
+    link = location if "://" in location else Path(location).resolve().as_uri()  # clickable
+    return f"{report.markdown}\n[HTML report with plots]({link})\n"
 
 
 def print_report(out: str, run_id: str | None, html: Path | None) -> None:
