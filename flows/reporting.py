@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -17,17 +15,10 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-from invox_batch.budget import budget_line
-from invox_batch.files import atomic_write
 from invox_batch.progress import ProgressSnapshot, ProgressTracker
+from invox_batch.report import summary_markdown
 
-__all__ = [
-    "TABLE_ROW_CAP",
-    "ProgressArtifact",
-    "publish_outcomes",
-    "summary_markdown",
-    "write_summary",
-]
+__all__ = ["TABLE_ROW_CAP", "ProgressArtifact", "publish_outcomes"]
 
 TABLE_ROW_CAP = 200
 TABLE_COLUMNS = (
@@ -79,29 +70,6 @@ class ProgressArtifact:
             )
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """The run summary as a short markdown page."""
-    lines = [
-        f"# transcribe-batch: {summary['completed']} of {summary['rows']} files completed",
-        "",
-        "| measure | value |",
-        "|---|---|",
-        f"| completed | {summary['completed']} |",
-        f"| failed | {summary['failed']} |",
-        f"| from cache (no API call) | {summary['from_cache']} |",
-        f"| audio hours completed | {summary['audio_hours']} |",
-        f"| wall time (s) | {summary['wall_s']} |",
-        *(f"| API calls: {name} | {n} |" for name, n in summary["api_calls"].items()),
-    ]
-    if summary["error_types"]:
-        lines += ["", "| error type | rows |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in summary["error_types"].items()]
-    if summary.get("budget"):
-        lines += ["", budget_line(summary["budget"])]
-    lines += ["", f"Parquet: `{summary['files_path']}` and `{summary['segments_path']}`"]
-    return "\n".join(lines)
-
-
 async def publish_outcomes(
     summary: dict[str, Any], rows: Sequence[dict[str, Any]], extra: str = ""
 ) -> None:
@@ -114,11 +82,3 @@ async def publish_outcomes(
     await acreate_table_artifact(table=table, description=f"Per-file outcomes{note}.")
     markdown = summary_markdown(summary) + (f"\n\n{extra}" if extra else "")
     await acreate_markdown_artifact(markdown=markdown, description="Run summary")
-
-
-def write_summary(out: Path, flow_run_id: str, summary: dict[str, Any]) -> Path:
-    """``<out>/runs/<flow_run_id>.json``, written atomically (the CLI reads it for exit codes)."""
-    target = out / "runs" / f"{flow_run_id}.json"
-    payload = json.dumps(summary, indent=2, default=str).encode()
-    atomic_write(target, lambda handle: handle.write(payload))
-    return target

@@ -25,8 +25,7 @@ from invox_batch.callbacks import parse_listen
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
 from invox_batch.parameters import Callbacks, Scale, Spend
-
-from .reporting import summary_markdown, write_summary
+from invox_batch.report import summary_markdown, write_summary
 
 __all__ = [
     "aggregate",

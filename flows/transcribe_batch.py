@@ -35,13 +35,12 @@ from invox_batch.parameters import (
 from invox_batch.progress import ProgressTracker
 from invox_batch.quality import assign_quality, count_flags
 from invox_batch.records import Outcome
+from invox_batch.report import build_run_report, report_section, summarise, write_summary
 from invox_batch.settling import Run, Unit, counted_client, settle_all
 from tasks.settle import OnDask, OnLoop, authenticate
 
 from .credentials import with_secret_block
-from .outcomes import summarise
-from .reporting import ProgressArtifact, publish_outcomes, write_summary
-from .run_report import build_run_report, report_section
+from .reporting import ProgressArtifact, publish_outcomes
 from .sharding import fan_out, parse_shard, should_fan_out, take_shard, worker_host
 
 __all__ = ["transcribe_batch"]
@@ -225,7 +224,7 @@ async def _conclude(output: Output, staging: Path, summary: dict[str, Any]) -> S
     summary["segments_path"] = output.location(summary["segments_path"])
     flow_run_id = summary["flow_run_id"]
     summary_path = write_summary(staging, flow_run_id, summary)
-    report = await build_run_report(staging, flow_run_id)
+    report = await build_run_report(staging, flow_run_id, get_run_logger())
     report_parts = [report.html] if report else []
     if output.is_remote:
         every = [*parts, summary_path, *report_parts]

@@ -464,8 +464,8 @@ def report(
     ] = None,
 ) -> None:
     """Summarise the Parquet dataset with DuckDB: statuses, errors, hours, timings, quality."""
-    from .report import ReportError
-    from .report_cli import print_report
+    from .errors import ReportError
+    from .report import print_report
 
     try:
         print_report(out, run, html)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import json
+import logging
 import re
 import shutil
 import subprocess
@@ -15,7 +18,17 @@ from typer.testing import CliRunner
 
 from invox_batch.cli import app
 from invox_batch.dataset import write_run
-from invox_batch.report import ReportError, load_report, report_html, report_markdown
+from invox_batch.errors import ReportError
+from invox_batch.report import (
+    build_run_report,
+    load_report,
+    report_html,
+    report_markdown,
+    report_section,
+    summarise,
+    summary_markdown,
+    write_summary,
+)
 
 from .test_dataset import DAY1, DAY2, RUN_A, RUN_B, T0, file_row
 
@@ -104,6 +117,53 @@ def test_html_is_self_contained_with_four_plots_and_no_transcripts(dataset: Path
     assert "<script" not in page and "<link" not in page
     assert SECRET_TEXT not in page and SECRET_TEXT not in report_markdown(load_report(dataset))
     assert len(page) < 400_000
+
+
+def test_run_report_writes_the_page_and_the_summary_section(dataset: Path) -> None:
+    built = asyncio.run(build_run_report(dataset, RUN_A, logging.getLogger(__name__)))
+    assert built is not None and built.html == dataset / "reports" / f"{RUN_A}.html"
+    assert built.html.read_text().count('<img class="plot"') == 4
+    section = report_section(built, str(built.html))
+    assert section.startswith(f"# invox-batch report: run `{RUN_A}`")
+    assert f"[HTML report with plots]({built.html.resolve().as_uri()})" in section
+    assert report_section(None, str(built.html)) == "" and report_section(built, None) == ""
+
+
+def test_a_run_report_that_cannot_be_built_warns_and_never_fails_the_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.LoggerAdapter(logging.getLogger("run-report-test"))
+    with caplog.at_level(logging.WARNING, logger="run-report-test"):
+        built = asyncio.run(build_run_report(tmp_path, "no-such-run", log))
+    assert built is None and not (tmp_path / "reports").exists()
+    assert caplog.messages == ["run report not written: ReportError"]
+    assert caplog.records[0].exc_info is not None
+
+
+def test_run_summary_counts_its_rows_and_is_written_without_transcripts(tmp_path: Path) -> None:
+    rows = [
+        file_row("a", index=0, duration_s=1800.0),
+        file_row("b", index=1, duration_s=1800.0, from_cache=True),
+        file_row("t", index=2, status="failed", error_type="timeout", text=None),
+    ]
+    counts = summarise(rows)
+    assert counts == {
+        "rows": 3,
+        "completed": 2,
+        "failed": 1,
+        "from_cache": 1,
+        "error_types": {"timeout": 1},
+        "audio_hours": 1.0,
+    }
+    paths = {"files_path": "files.parquet", "segments_path": "segments.parquet"}
+    summary = {**counts, "wall_s": 1.5, "api_calls": {"upload": 1}, **paths}
+    text = summary_markdown(summary)
+    assert text.startswith("# transcribe-batch: 2 of 3 files completed\n\n| measure | value |\n")
+    assert "| API calls: upload | 1 |" in text and "| timeout | 1 |" in text
+    assert text.endswith("Parquet: `files.parquet` and `segments.parquet`")
+    written = write_summary(tmp_path, RUN_A, summary)
+    assert written == tmp_path / "runs" / f"{RUN_A}.json"
+    assert json.loads(written.read_text()) == summary and SECRET_TEXT not in written.read_text()
 
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:

@@ -1,20 +1,14 @@
-"""The run report: DuckDB over the Parquet dataset → a markdown summary and a self-contained HTML page.
-
-Never reads transcript text: only status, error types, timings, durations and quality flags.
-"""
+"""The run report's numbers: DuckDB over the Parquet dataset, never the transcript text."""
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from .errors import ReportError
-
-__all__ = ["ReportError", "RunReport", "load_report", "report_html", "report_markdown"]
+from ..errors import ReportError
 
 # Plots draw at most this many rows (the newest); the numbers always cover every row.
 PLOT_ROW_CAP = 20_000
@@ -137,63 +131,4 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
         cached,
         flags,
         points,
-    )
-
-
-def _seconds(value: float | None) -> str:
-    """Seconds for the table, or a dash when nothing was measured."""
-    return "-" if value is None else f"{value:.2f} s"
-
-
-def _measures(report: RunReport) -> list[tuple[str, str]]:
-    """The headline numbers, in reading order."""
-    return [
-        ("runs", str(len(report.runs))),
-        ("rows", str(report.rows)),
-        *((f"status: {k}", str(v)) for k, v in report.statuses.items()),
-        ("audio hours completed", f"{report.audio_hours:.4f}"),
-        ("time to result p50 (fresh results)", _seconds(report.ttr_p50_s)),
-        ("time to result p95 (fresh results)", _seconds(report.ttr_p95_s)),
-        ("rows resubmitted (attempts > 1)", str(report.resubmitted_rows)),
-        ("rows from cache", str(report.from_cache)),
-        ("rows with a quality flag", str(sum(report.quality.values()))),
-    ]
-
-
-def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> list[str]:
-    """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-
-
-def report_markdown(report: RunReport) -> str:
-    """The summary as markdown: the CLI prints it, the flow attaches it to the Prefect run."""
-    scope = f"run `{report.run_id}`" if report.run_id else f"{len(report.runs)} run(s)"
-    lines = [f"# invox-batch report: {scope}", ""]
-    lines += _table(("measure", "value"), _measures(report))
-    if report.error_types:
-        lines += ["", *_table(("error type", "rows"), list(report.error_types.items()))]
-    if report.quality:
-        lines += ["", *_table(("quality flag", "rows"), list(report.quality.items()))]
-    runs = [
-        (r["flow_run_id"], r["run_date"], r["rows"], r["completed"], r["failed"], r["from_cache"])
-        for r in report.runs[:20]
-    ]
-    header = ("flow run", "run date", "rows", "completed", "failed", "from cache")
-    lines += ["", *_table(header, runs)]
-    return "\n".join(lines) + "\n"
-
-
-def report_html(report: RunReport) -> str:
-    """A self-contained HTML page (inline PNG plots, inline CSS, no network resources)."""
-    from jinja2 import Environment, PackageLoader
-
-    from .report_plots import render_plots  # matplotlib loads only when a page is drawn
-
-    env = Environment(loader=PackageLoader("invox_batch", "templates"), autoescape=True)
-    return env.get_template("report.html.j2").render(
-        report=report,
-        measures=_measures(report),
-        plots=render_plots(report.statuses, report.error_types, report.points),
-        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )

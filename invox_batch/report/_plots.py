@@ -11,8 +11,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["render_plots"]
-
 _SIZE = (6.0, 3.4)
 _DPI = 80
 _EMPTY = "no fresh results in this selection (all from cache, or none completed)"
