@@ -69,7 +69,7 @@ bench: $(STAMP)
 # A real local Prefect stack (server, pool, deployments, a worker, the sandbox); pids and logs
 # under .prefect/serve/. `make stop` stops exactly those pids.
 serve: $(STAMP)
-	$(BIN)/python -m invox_batch.local_stack serve
+	$(BIN)/python -m invox_batch.cli.stack serve
 
 stop:
-	$(BIN)/python -m invox_batch.local_stack stop
+	$(BIN)/python -m invox_batch.cli.stack stop

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from invox_batch.embedded import NO_SANDBOX
+from invox_batch.cli._sandbox import NO_SANDBOX
 
 from .conftest import ROOT, SAMPLES
 
@@ -25,15 +25,15 @@ FORBIDDEN = {"sandbox", *SANDBOX_ONLY}
 PRODUCTION = ("invox", "invox_batch", "tasks", "flows")
 """The floors that must stand without the sandbox; the CLI (top floor) may start it."""
 
-CLI = {"invox_batch/cli", "invox_batch/cli.py", "invox_batch/__main__.py"}
+CLI = {"invox_batch/cli", "invox_batch/__main__.py"}
 """The top floor: the only place allowed to start the embedded sandbox."""
 
-# moved by the reshape; remove when gone
-ALLOWED = {
-    "invox_batch/callback_receiver.py",
-    "invox_batch/callback_cli.py",
-    "invox_batch/embedded.py",
-    "invox_batch/local_stack.py",
+# What each floor must never import: dependencies point down, client <- library <- tasks <- flows.
+ABOVE = {
+    "invox": {"invox_batch", "tasks", "flows", "sandbox", "prefect"},
+    "invox_batch": {"tasks", "flows", "sandbox", "prefect", *SANDBOX_ONLY},
+    "tasks": {"flows", "sandbox", *SANDBOX_ONLY},
+    "flows": {"sandbox", *SANDBOX_ONLY},
 }
 
 
@@ -75,15 +75,16 @@ def _production_files() -> list[str]:
 def test_production_never_imports_the_sandbox() -> None:
     files = _production_files()
     assert "invox/_client.py" in files and "flows/transcribe_batch.py" in files
-    offenders = {f: sorted(_imported(ROOT / f) & FORBIDDEN) for f in files if f not in ALLOWED}
+    offenders = {f: sorted(_imported(ROOT / f) & FORBIDDEN) for f in files}
     assert {f: names for f, names in offenders.items() if names} == {}
 
 
-def test_every_allowed_exception_still_needs_its_place() -> None:
-    stale = sorted(
-        f for f in ALLOWED if not (ROOT / f).is_file() or not _imported(ROOT / f) & FORBIDDEN
-    )
-    assert stale == [], f"remove from ALLOWED (no longer imports the sandbox): {stale}"
+def test_arrows_point_only_down() -> None:
+    """The client imports nothing of ours, the library no Prefect, tasks no flows."""
+    offenders = {
+        f: sorted(_imported(ROOT / f) & ABOVE[f.partition("/")[0]]) for f in _production_files()
+    }
+    assert {f: names for f, names in offenders.items() if names} == {}
 
 
 def test_the_sandbox_imports_nothing_of_production() -> None:

@@ -15,7 +15,7 @@ import pytest
 import soundfile
 from pydantic import ValidationError
 
-from invox_batch.cli import _fault_overrides
+from invox_batch.cli._sandbox import _fault_overrides
 from sandbox.server import SandboxServer
 from sandbox.settings import Faults, SandboxSettings
 

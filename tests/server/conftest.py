@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from invox_batch.local_stack import Stack, free_port
+from invox_batch.cli.stack import Stack, free_port
 from sandbox.server import SandboxServer
 
 from .client import ServerClient

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from invox_batch.local_stack import Stack
+from invox_batch.cli.stack import Stack
 
 from ..flow_helpers import audio_set, write_csv_manifest
 from ..helpers import SandboxControl

@@ -1,6 +1,6 @@
 """A real local Prefect stack: server, `process` work pool, deployments, workers, sandbox.
 
-Used by ``make serve`` / ``make stop`` (``python -m invox_batch.local_stack serve|stop``) and by
+Used by ``make serve`` / ``make stop`` (``python -m invox_batch.cli.stack serve|stop``) and by
 the tests in ``tests/server/``. Every process is started in its own session and stopped by its
 pid (its process group: a worker's flow-run subprocesses go with it), never by name.
 """
@@ -30,7 +30,7 @@ __all__ = [
     "stop_pids",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 POOL = "invox-batch"
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
 BIN = Path(sys.executable).parent
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         return _serve()
     if command[0] == "stop":
         return _stop()
-    print("usage: python -m invox_batch.local_stack serve|stop", file=sys.stderr)
+    print("usage: python -m invox_batch.cli.stack serve|stop", file=sys.stderr)
     return 2
 
 

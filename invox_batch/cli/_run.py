@@ -1,0 +1,310 @@
+"""``run`` (the flow over a manifest) and ``transcribe`` (a quick end-to-end check of the client)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+from pydantic import ValidationError
+
+from invox import (
+    InvoxClient,
+    InvoxError,
+    InvoxSettings,
+    PollPolicy,
+    Transcription,
+    check_callback_url,
+)
+
+from ..callbacks import callback_options
+from ..files import PRIVATE_FILES_ENV, private_files
+from ..manifest import FORMATS, ManifestError, read_manifest
+from ..output import Output
+from ..parameters import Callbacks, Captions, Polling, Scale, Spend, StateStorage
+from ._app import (
+    EXIT_FAILED_ROWS,
+    EXIT_OK,
+    EXIT_USAGE,
+    app,
+    client_settings,
+    fail_usage,
+    quiet_task_logs,
+    say,
+)
+from ._sandbox import resolve_api
+
+__all__ = ["run", "transcribe"]
+
+
+def _expand(inputs: list[Path]) -> list[Path]:
+    """Audio paths from the arguments; a manifest argument contributes its audio files."""
+    files: list[Path] = []
+    for item in inputs:
+        if item.suffix.lower() not in FORMATS:
+            files.append(item)
+            continue
+        try:
+            files.extend(Path(row.location) for row in read_manifest(str(item)).rows)
+        except ManifestError as exc:
+            raise fail_usage(str(exc)) from None
+    return files
+
+
+async def _transcribe_all(
+    settings: InvoxSettings, files: list[Path], concurrency: int, timeout_s: float
+) -> list[tuple[Path, Transcription | InvoxError]]:
+    """Run the whole presign → upload → poll sequence for each file, a few at a time."""
+    gate = asyncio.Semaphore(concurrency)
+    policy = PollPolicy(timeout_s=timeout_s, first_delay_s=0.5, max_delay_s=5.0)
+    async with InvoxClient(settings) as client:
+        await client.authenticate()
+
+        async def one(path: Path) -> tuple[Path, Transcription | InvoxError]:
+            async with gate:
+                try:
+                    return path, await client.transcribe_file(path, policy=policy)
+                except InvoxError as exc:
+                    return path, exc
+
+        return await asyncio.gather(*(one(p) for p in files))
+
+
+def _report(path: Path, outcome: Transcription | InvoxError) -> bool:
+    """Print one file's outcome; True when it completed."""
+    if isinstance(outcome, InvoxError):
+        typer.echo(f"{path.name}: failed [{outcome.error_type}] {outcome.message}")
+        return False
+    if outcome.status == "ERROR":
+        typer.echo(f"{path.name}: failed [provider_error] {outcome.error_message or ''}")
+        return False
+    typer.echo(f"{path.name} ({outcome.request_id}): {outcome.text}")
+    return True
+
+
+@app.command()
+def transcribe(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="Audio files, or manifests (.csv, .jsonl, .parquet).")
+    ],
+    concurrency: Annotated[int, typer.Option(min=1, help="Files in flight at once.")] = 4,
+    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per result.")] = 300.0,
+) -> None:
+    """Transcribe files through the client and print each transcript (a quick end-to-end check)."""
+    files = _expand(inputs)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise fail_usage(f"not a readable file: {', '.join(missing)}")
+    settings = client_settings()
+    try:
+        with resolve_api(settings, say) as resolved:
+            outcomes = asyncio.run(_transcribe_all(resolved, files, concurrency, timeout))
+    except InvoxError as exc:
+        raise fail_usage(exc.message) from None
+    completed = [_report(path, outcome) for path, outcome in outcomes]
+    say(f"{sum(completed)} of {len(completed)} files transcribed")
+    raise typer.Exit(EXIT_OK if all(completed) else EXIT_FAILED_ROWS)
+
+
+def _credentials_checked(settings: InvoxSettings) -> InvoxSettings:
+    """With INVOX_BASE_URL set, the credential must be complete before anything is written."""
+    if not settings.base_url:
+        return settings  # the embedded sandbox brings its own
+    if not settings.api_key.get_secret_value():
+        from flows.credentials import with_secret_block
+
+        settings = asyncio.run(with_secret_block(settings))
+    if not (settings.app_id and settings.api_key.get_secret_value()):
+        raise fail_usage(
+            "INVOX_BASE_URL is set but the credential is incomplete: set INVOX_APP_ID and "
+            "INVOX_API_KEY (or save the key as the Prefect Secret block invox-api-key)"
+        )
+    return settings
+
+
+def _export_api(settings: InvoxSettings) -> None:
+    """The flow reads INVOX_* itself: hand it the API this command resolved (maybe a sandbox)."""
+    os.environ["INVOX_BASE_URL"] = settings.base_url or ""
+    os.environ["INVOX_APP_ID"] = settings.app_id
+    os.environ["INVOX_API_KEY"] = settings.api_key.get_secret_value()
+    if settings.cache_namespace:
+        os.environ["INVOX_CACHE_NAMESPACE"] = settings.cache_namespace
+
+
+def _read_summary(out: str, state: Any) -> dict[str, Any] | None:
+    """The summary the flow wrote for this flow run, if it got that far."""
+    text = Output.parse(out).read_text(Path("runs") / f"{state.state_details.flow_run_id}.json")
+    return None if text is None else cast(dict[str, Any], json.loads(text))
+
+
+def _print_summary(summary: dict[str, Any], out: str) -> None:
+    """A few plain lines: counts, errors, calls, where the Parquet and the HTML report went."""
+    typer.echo(
+        f"{summary['completed']} of {summary['rows']} files completed, {summary['failed']} failed, "
+        f"{summary['from_cache']} from cache; {summary['audio_hours']} audio hours; "
+        f"{summary['wall_s']} s"
+    )
+    if summary["error_types"]:
+        typer.echo(
+            "failures by type: " + ", ".join(f"{k}={v}" for k, v in summary["error_types"].items())
+        )
+    typer.echo("API calls: " + ", ".join(f"{k}={v}" for k, v in summary["api_calls"].items()))
+    typer.echo(f"files:    {summary['files_path']}")
+    typer.echo(f"segments: {summary['segments_path']}")
+    output = Output.parse(out)
+    report = Path("reports") / f"{summary['flow_run_id']}.html"
+    if output.is_remote or (output.local and (output.local / report).is_file()):
+        typer.echo(f"report:   {output.location(report)}")
+
+
+def _exit_status(summary: dict[str, Any]) -> int:
+    """0 all completed; 2 when the credential or configuration was refused; else 1."""
+    if summary.get("fatal_error_type") in ("unauthorized", "forbidden", "configuration_error"):
+        say(f"error: {summary.get('fatal_error_message')}")
+        return EXIT_USAGE
+    if summary.get("fatal_error_type") == "api_unreachable":
+        say(f"error: {summary.get('fatal_error_message')}")
+    return EXIT_OK if summary["failed"] == 0 else EXIT_FAILED_ROWS
+
+
+@app.command()
+def run(
+    manifest: Annotated[str, typer.Argument(help="Manifest path or URI (.csv, .jsonl, .parquet).")],
+    out: Annotated[str, typer.Option(help="Output folder or URI of the Parquet dataset.")] = "out",
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Files in flight.")] = 8,
+    force: Annotated[bool, typer.Option(help="Resubmit everything, even completed files.")] = False,
+    poll_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per job.")] = 900.0,
+    callback_url: Annotated[str | None, typer.Option(help="URL for provider callbacks.")] = None,
+    api_version: Annotated[str | None, typer.Option(help="Override INVOX_API_VERSION.")] = None,
+    max_resubmits: Annotated[int, typer.Option(min=0, help="Resubmits after job ERROR.")] = 2,
+    vtt: Annotated[bool, typer.Option(help="Write <out>/captions/<file_id>.vtt.")] = False,
+    result_storage: Annotated[
+        str | None, typer.Option(help="Never-pay-twice records [<out>/.state].")
+    ] = None,
+    completion: Annotated[
+        str, typer.Option(help="poll, or callback: fetch results when callbacks arrive.")
+    ] = "poll",
+    callback_grace: Annotated[
+        float, typer.Option(min=0, help="Callback mode: poll after this many seconds more.")
+    ] = 60.0,
+    callback_store: Annotated[
+        str | None, typer.Option(help="Callback records [<state>/callbacks].")
+    ] = None,
+    callback_listen: Annotated[
+        str | None, typer.Option(help="Callback mode: run a receiver on HOST:PORT.")
+    ] = None,
+    max_audio_hours: Annotated[
+        float | None, typer.Option(help="Cap on new audio submitted, in hours.")
+    ] = None,
+    srt: Annotated[bool, typer.Option(help="Write <out>/captions/<file_id>.srt.")] = False,
+    shared_files: Annotated[
+        bool, typer.Option(help="New files follow the umask instead of owner-only.")
+    ] = False,
+) -> None:
+    """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
+    from flows.transcribe_batch import transcribe_batch
+
+    from ..progress import progress_display
+
+    _file_permissions(shared_files)
+    if max_audio_hours is not None and not (math.isfinite(max_audio_hours) and max_audio_hours > 0):
+        raise fail_usage("--max-audio-hours must be a positive number of hours")
+    try:
+        read_manifest(manifest)
+        output = Output.parse(out)
+    except ManifestError as exc:
+        raise fail_usage(str(exc)) from None
+    except InvoxError as exc:
+        raise fail_usage(f"--out: {exc.message}") from None
+    if output.local and output.local.exists() and not output.local.is_dir():
+        raise fail_usage(f"--out {out} is a file; give a folder for the dataset")
+    settings = _credentials_checked(client_settings())
+    if api_version:
+        try:
+            InvoxSettings(api_version=api_version)  # validate only: keep the checked credential
+        except ValidationError:
+            raise fail_usage("--api-version must be a date such as 2025-11-01") from None
+    if callback_url:
+        try:
+            check_callback_url(callback_url)
+        except InvoxError as exc:
+            raise fail_usage(f"--callback-url: {exc.message}") from None
+    try:
+        hybrid = callback_options(
+            settings, completion, callback_grace, callback_store, callback_listen, callback_url
+        )
+    except InvoxError as exc:
+        raise fail_usage(exc.message) from None
+    try:
+        groups = {
+            "spend": Spend(
+                max_audio_hours=max_audio_hours, max_resubmits=max_resubmits, force=force
+            ),
+            "polling": Polling(poll_timeout_s=poll_timeout),
+            "callbacks": Callbacks(callback_url=callback_url, **hybrid),
+            "captions": Captions(vtt=vtt, srt=srt),
+            "scale": Scale(max_concurrency=concurrency),
+            "state": StateStorage(result_storage=result_storage),
+        }
+    except ValidationError as exc:
+        raise fail_usage(_flag_problems(exc)) from None
+    quiet_task_logs()
+    try:
+        with resolve_api(settings, say) as resolved, progress_display():
+            _export_api(resolved)
+            state: Any = asyncio.run(
+                cast(
+                    Coroutine[Any, Any, Any],
+                    transcribe_batch(
+                        manifest=manifest,
+                        out=out,
+                        api_version=api_version,
+                        return_state=True,
+                        **groups,
+                    ),
+                )
+            )
+    except InvoxError as exc:
+        raise fail_usage(exc.message) from None
+    summary = _read_summary(out, state)
+    if summary is None:
+        say(f"error: the run did not finish: {state.message}")
+        raise typer.Exit(EXIT_FAILED_ROWS)
+    _print_summary(summary, out)
+    if summary.get("budget"):
+        from ..budget import budget_line
+
+        typer.echo(budget_line(summary["budget"]))
+    raise typer.Exit(_exit_status(summary))
+
+
+# The flags whose names differ from the parameter they set.
+_FLAG_OF = {
+    "max_concurrency": "--concurrency",
+    "poll_timeout_s": "--poll-timeout",
+    "callback_grace_s": "--callback-grace",
+}
+
+
+def _flag_problems(exc: ValidationError) -> str:
+    """One line naming each refused flag, e.g. ``--max-resubmits: Input should be ... 10``."""
+    return "; ".join(
+        f"{_FLAG_OF.get(name, '--' + name.replace('_', '-'))}: {error['msg']}"
+        for error in exc.errors()
+        for name in [str(error["loc"][-1]) if error["loc"] else "value"]
+    )
+
+
+def _file_permissions(shared: bool) -> None:
+    """--shared-files wins over INVOX_BATCH_PRIVATE_FILES; a bad value of the latter exits 2."""
+    if shared:
+        os.environ[PRIVATE_FILES_ENV] = "false"
+    try:
+        private_files()
+    except ValueError as exc:
+        raise fail_usage(str(exc)) from None
