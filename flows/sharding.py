@@ -24,7 +24,7 @@ from invox import ConfigurationError
 from invox_batch.callbacks import parse_listen
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
-from invox_batch.parameters import Callbacks, Scale, Spend
+from invox_batch.parameters import Callbacks, Scale, Spend, parse_shard
 from invox_batch.report import summary_markdown, write_summary
 
 __all__ = [
@@ -46,16 +46,6 @@ POLL_INTERVAL_S = 2.0
 def worker_host() -> str:
     """Who executed this run: ``INVOX_BATCH_WORKER_NAME`` if set, else the host name."""
     return os.environ.get("INVOX_BATCH_WORKER_NAME") or socket.gethostname()
-
-
-def parse_shard(shard: str) -> tuple[int, int] | None:
-    """``"3/8"`` → ``(3, 8)`` (1-based); empty → None (the whole manifest)."""
-    if not shard:
-        return None
-    number, _, count = shard.partition("/")
-    if not (number.isdigit() and count.isdigit()) or not 1 <= int(number) <= int(count):
-        raise ValueError(f"shard must look like '3/8' (1 <= shard <= count), got {shard!r}")
-    return int(number), int(count)
 
 
 def shard_count(rows: int, shard_size: int) -> int:

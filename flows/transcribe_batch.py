@@ -7,6 +7,7 @@ import datetime as dt
 import gc
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,12 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from invox import ConfigurationError, InvoxSettings
-from invox_batch.budget import BudgetPlan
 from invox_batch.callbacks import completion_for
 from invox_batch.captions import write_run_captions
 from invox_batch.checks import Checked, check_all, units_of
 from invox_batch.dataset import file_row, segment_rows, write_run
 from invox_batch.ledger import Ledger
-from invox_batch.manifest import read_manifest
+from invox_batch.manifest import Manifest, read_manifest
 from invox_batch.output import Output
 from invox_batch.parameters import (
     Callbacks,
@@ -39,9 +39,9 @@ from invox_batch.report import build_run_report, report_section, summarise, writ
 from invox_batch.settling import Run, Unit, counted_client, settle_all
 from tasks.settle import OnDask, OnLoop, authenticate
 
+from .artifacts import ProgressArtifact, publish_outcomes
 from .credentials import with_secret_block
-from .reporting import ProgressArtifact, publish_outcomes
-from .sharding import fan_out, parse_shard, should_fan_out, take_shard, worker_host
+from .sharding import fan_out, should_fan_out, take_shard, worker_host
 
 __all__ = ["transcribe_batch"]
 
@@ -75,38 +75,19 @@ async def transcribe_batch(
     """
     started = time.monotonic()
     _freeze_long_lived_objects()
-    output = Output.parse(out)
-    settings = await _run_settings(api_version)
-    parse_shard(scale.shard)  # a bad slice is refused before any audio is read
+    output, settings = Output.parse(out), await _run_settings(api_version)
     state_dir = Path(state.result_storage) if state.result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)
-    parsed = take_shard(parsed, scale.shard)
-    checked = await check_all(parsed, settings, state_dir)
-    units = units_of(checked)
-    get_run_logger().info("%d rows, %d unique audio files to settle", len(checked), len(units))
-    try:
-        outcomes, run = await _settle(
-            settings, units, state_dir, spend, polling, retrying, callbacks, scale, state
-        )
-    finally:
-        shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
-    per_row = [(c, outcomes[c.identity] if c.identity else c.local_failure()) for c in checked]
-    staging = output.local or state_dir / "staging" / str(flow_run.id or "local")
-    summary = _write(staging, per_row, settings.api_version, captions, parsed.metadata_schema)
-    summary.update(
-        manifest=manifest,
-        shard=scale.shard,
-        host=worker_host(),
-        unique_audio=len(units),
-        api_calls=run.calls.as_dict(),
-        fatal_error_type=run.stop.error_type if run.stop else None,
-        fatal_error_message=run.stop.message if run.stop else None,
-        budget=run.budget.summary() or None,
-        wall_s=round(time.monotonic() - started, 3),
+    checked = await check_all(take_shard(parsed, scale.shard), settings, state_dir)
+    run, outcomes = await _settle(
+        settings, units_of(checked), state_dir, spend, polling, retrying, callbacks, scale, state
     )
-    return await _conclude(output, staging, summary)
+    staging = output.local or state_dir / "staging" / _flow_run_id()
+    written = _write(staging, checked, outcomes, settings.api_version, captions, parsed)
+    summary = _summary(manifest, scale, settings, checked, run, written, output, started)
+    return await _conclude(output, staging, summary, written)
 
 
 def _freeze_long_lived_objects() -> None:
@@ -139,46 +120,52 @@ async def _settle(
     callbacks: Callbacks,
     scale: Scale,
     state: StateStorage,
-) -> tuple[dict[str, Outcome], Run]:
+) -> tuple[Run, dict[str, Outcome]]:
     """Every unit's outcome, settled on the flow's loop or on Dask, in the run's completion mode."""
-    expiration = (
-        dt.timedelta(days=state.cache_expiration_days) if state.cache_expiration_days else None
-    )
-    ledger = Ledger.open(state_dir / "results", expiration)
+    get_run_logger().info("%d unique audio files to settle", len(units))
+    days = state.cache_expiration_days
+    ledger = Ledger.open(state_dir / "results", dt.timedelta(days=days) if days else None)
     tracker = ProgressTracker(len(units))
     store = Path(callbacks.callback_store) if callbacks.callback_store else state_dir / "callbacks"
-    async with counted_client(settings) as (client, calls), ProgressArtifact(tracker):
-        with completion_for(
-            callbacks.completion,
-            grace_s=callbacks.callback_grace_s,
-            store_dir=store,
-            listen=callbacks.callback_listen,
-            callback_url=callbacks.callback_url,
-            settings=settings,
-            log=get_run_logger(),
-        ) as (completion, callback_url):
-            run = Run(
-                client,
-                ledger,
-                spend=spend,
-                polling=polling,
-                retrying=retrying,
+    try:
+        async with counted_client(settings) as (client, calls), ProgressArtifact(tracker):
+            with completion_for(
+                callbacks.completion,
+                grace_s=callbacks.callback_grace_s,
+                store_dir=store,
+                listen=callbacks.callback_listen,
+                callback_url=callbacks.callback_url,
+                settings=settings,
                 log=get_run_logger(),
-                flow_run_id=str(flow_run.id) if flow_run.id else None,
-                concurrency=scale.max_concurrency,
-                completion=completion,
-                callback_url=callback_url,
-                budget=BudgetPlan(spend.max_audio_hours),
-                progress=tracker,
-                calls=calls,
-            )
-            executor = (
-                OnDask(settings, scale.dask_address, scale.max_concurrency)
-                if scale.task_runner == "dask"
-                else OnLoop(scale.files_per_task, scale.max_concurrency)
-            )
-            outcomes = await settle_all(run, units, executor, lambda: authenticate(client))
-    return outcomes, run
+            ) as (completion, callback_url):
+                run = Run(
+                    client,
+                    ledger,
+                    spend=spend,
+                    polling=polling,
+                    retrying=retrying,
+                    log=get_run_logger(),
+                    flow_run_id=_flow_run_id() if flow_run.id else None,
+                    concurrency=scale.max_concurrency,
+                    completion=completion,
+                    callback_url=callback_url,
+                    progress=tracker,
+                    calls=calls,
+                )
+                executor = (
+                    OnDask(settings, scale.dask_address, scale.max_concurrency)
+                    if scale.task_runner == "dask"
+                    else OnLoop(scale.files_per_task, scale.max_concurrency)
+                )
+                outcomes = await settle_all(run, units, executor, lambda: authenticate(client))
+    finally:
+        shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
+    return run, outcomes
+
+
+def _flow_run_id() -> str:
+    """This flow run's id ("local" outside a run, as in unit tests of the helpers)."""
+    return str(flow_run.id or "local")
 
 
 def _run_date() -> dt.date:
@@ -187,51 +174,86 @@ def _run_date() -> dt.date:
     return scheduled.astimezone(dt.UTC).date() if scheduled else dt.datetime.now(dt.UTC).date()
 
 
+@dataclass(frozen=True)
+class Written:
+    """What the run staged: its ``files`` rows and every file to publish."""
+
+    rows: list[dict[str, Any]]
+    parts: list[Path]
+    files_path: Path
+    segments_path: Path
+    captions_failed: int
+
+
 def _write(
     staging: Path,
-    per_row: list[tuple[Checked, Outcome]],
+    checked: list[Checked],
+    outcomes: dict[str, Outcome],
     api_version: str,
     captions: Captions,
-    metadata_schema: Any,
-) -> dict[str, Any]:
-    """The run's Parquet parts and caption files, staged; the summary's counts and locations."""
-    flow_run_id = str(flow_run.id or "local")
+    manifest: Manifest,
+) -> Written:
+    """The run's Parquet parts and caption files, staged (written atomically)."""
+    flow_run_id = _flow_run_id()
+    per_row = [(c, outcomes[c.identity] if c.identity else c.local_failure()) for c in checked]
     rows = [file_row(c.row, c.check, o, flow_run_id, api_version) for c, o in per_row]
     rows = assign_quality(rows, [o.segments for _, o in per_row])
     segments = [s for c, o in per_row for s in segment_rows(c.row, c.check, o, flow_run_id)]
-    written = write_run(staging, flow_run_id, _run_date(), rows, segments, metadata_schema)
+    written = write_run(staging, flow_run_id, _run_date(), rows, segments, manifest.metadata_schema)
     completed = [(c.row.file_id, o.vtt, o.segments) for c, o in per_row if o.status == "completed"]
     parts, captions_failed = write_run_captions(
         staging, completed, vtt=captions.vtt, srt=captions.srt, log=get_run_logger()
     )
+    parts = [written.files_path, written.segments_path, *parts]
+    return Written(rows, parts, written.files_path, written.segments_path, captions_failed)
+
+
+def _summary(
+    manifest: str,
+    scale: Scale,
+    settings: InvoxSettings,
+    checked: list[Checked],
+    run: Run,
+    written: Written,
+    output: Output,
+    started: float,
+) -> dict[str, Any]:
+    """The run summary: counts, where things went, what the API cost (never transcript text)."""
+    staging = written.files_path.parents[2]
     return {
-        **summarise(rows),
-        "flow_run_id": flow_run_id,
-        "api_version": api_version,
-        "rows_written": rows,
-        "parts": [written.files_path, written.segments_path, *parts],
-        "files_path": written.files_path.relative_to(staging),
-        "segments_path": written.segments_path.relative_to(staging),
-        "quality": count_flags(rows),
-        "captions_failed": captions_failed,
+        **summarise(written.rows),
+        "flow_run_id": _flow_run_id(),
+        "manifest": manifest,
+        "shard": scale.shard,
+        "host": worker_host(),
+        "api_version": settings.api_version,
+        "unique_audio": len({c.identity for c in checked if c.identity}),
+        "api_calls": run.calls.as_dict(),
+        "fatal_error_type": run.stop.error_type if run.stop else None,
+        "fatal_error_message": run.stop.message if run.stop else None,
+        "budget": run.budget.summary() or None,
+        "wall_s": round(time.monotonic() - started, 3),
+        "files_path": output.location(written.files_path.relative_to(staging)),
+        "segments_path": output.location(written.segments_path.relative_to(staging)),
+        "quality": count_flags(written.rows),
+        "captions_failed": written.captions_failed,
     }
 
 
-async def _conclude(output: Output, staging: Path, summary: dict[str, Any]) -> State[Any]:
+async def _conclude(
+    output: Output, staging: Path, summary: dict[str, Any], written: Written
+) -> State[Any]:
     """Write the summary and the HTML report, publish a remote output, say how the run ended."""
-    rows, parts = summary.pop("rows_written"), summary.pop("parts")
-    summary["files_path"] = output.location(summary["files_path"])
-    summary["segments_path"] = output.location(summary["segments_path"])
     flow_run_id = summary["flow_run_id"]
     summary_path = write_summary(staging, flow_run_id, summary)
     report = await build_run_report(staging, flow_run_id, get_run_logger())
     report_parts = [report.html] if report else []
     if output.is_remote:
-        every = [*parts, summary_path, *report_parts]
+        every = [*written.parts, summary_path, *report_parts]
         output.publish(staging, [p.relative_to(staging) for p in every], flow_run_id)
         shutil.rmtree(staging, ignore_errors=True)
     report_at = output.location(report.html.relative_to(staging)) if report else None
-    await publish_outcomes(summary, rows, extra=report_section(report, report_at))
+    await publish_outcomes(summary, written.rows, extra=report_section(report, report_at))
     get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",
         summary["completed"],

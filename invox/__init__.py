@@ -30,12 +30,10 @@ from ._exceptions import (
 from ._limiter import unlimited
 from ._models import (
     TERMINAL_STATUSES,
-    CallbackPayload,
     PresignedUpload,
     Segment,
     Status,
     Transcription,
-    parse_callback,
 )
 from ._polling import PollPolicy
 from ._signature import CallbackSignatureError, check_created_at, verify_callback_signature
@@ -49,7 +47,6 @@ __all__ = [
     "APIUnreachableError",
     "AuthenticationError",
     "BadRequestError",
-    "CallbackPayload",
     "CallbackSignatureError",
     "ConfigurationError",
     "InvoxClient",
@@ -77,7 +74,6 @@ __all__ = [
     "UploadURLRejectedError",
     "check_callback_url",
     "check_created_at",
-    "parse_callback",
     "unlimited",
     "verify_callback_signature",
 ]

@@ -15,12 +15,10 @@ from ._redact import redact_url
 
 __all__ = [
     "TERMINAL_STATUSES",
-    "CallbackPayload",
     "PresignedUpload",
     "Segment",
     "Status",
     "Transcription",
-    "parse_callback",
     "parse_presigned_upload",
     "parse_transcription",
 ]
@@ -83,18 +81,6 @@ class Transcription(BaseModel):
     def text(self) -> str:
         """The full transcript, segments joined by spaces."""
         return " ".join(s.text.strip() for s in self.segments if s.text.strip())
-
-
-class CallbackPayload(BaseModel):
-    """What the provider POSTs to ``callbackUrl`` when a job ends."""
-
-    model_config = ConfigDict(frozen=True)
-
-    request_id: str
-    segments: tuple[Segment, ...] = Field(default=(), repr=False)
-    signature: str | None = Field(default=None, repr=False)
-    created_at: float | None = None
-    error_message: str | None = None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -161,24 +147,3 @@ def parse_presigned_upload(body: Any) -> PresignedUpload:
         return PresignedUpload.model_validate(_object(body, what))
     except ValidationError as exc:
         raise ResponseFormatError(f"{what}: {_describe(exc)}") from None
-
-
-def parse_callback(body: Any) -> CallbackPayload:
-    """Turn a callback body into a ``CallbackPayload`` (the signature is checked elsewhere)."""
-    what = "callback payload"
-    data = _object(body, what)
-    request_id = data.get("requestId")
-    if not isinstance(request_id, str) or not request_id:
-        raise ResponseFormatError(f"{what}: 'requestId' missing or not a string")
-    created_at = data.get("createdAt")
-    if created_at is not None and (
-        isinstance(created_at, bool) or not isinstance(created_at, int | float)
-    ):
-        raise ResponseFormatError(f"{what}: 'createdAt' is not a number")
-    return CallbackPayload(
-        request_id=request_id,
-        segments=_segments(data.get("transcription"), what),
-        signature=_optional_text(data, "signature", what),
-        created_at=created_at,
-        error_message=_optional_text(data, "errorMessage", what),
-    )

@@ -14,20 +14,43 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .errors import SchemaDriftError
-from .records import Outcome
-
-if TYPE_CHECKING:
-    from .audio import AudioCheck
-    from .manifest import ManifestRow
 from .failpoints import failpoint
 from .files import atomic_write, make_dirs, sweep_stale_temps
+from .records import Outcome
+
+
+class _Row(Protocol):
+    """What a ``files`` row takes from its manifest row (a ``ManifestRow``)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def file_id(self) -> str: ...
+    @property
+    def audio_path(self) -> str: ...
+    @property
+    def metadata(self) -> Mapping[str, Any]: ...
+
+
+class _Audio(Protocol):
+    """What a ``files`` row takes from the local checks (an ``AudioCheck``)."""
+
+    @property
+    def sha256(self) -> str | None: ...
+    @property
+    def bytes(self) -> int | None: ...
+    @property
+    def mime_type(self) -> str | None: ...
+    @property
+    def duration_s(self) -> float | None: ...
+
 
 SCHEMA_VERSION = "1"
 VERSION_KEY = b"invox_batch.schema_version"
@@ -287,7 +310,7 @@ def _remove_other_dates(root: Path, name: str, keep: Path) -> None:
 
 
 def file_row(
-    row: ManifestRow, check: AudioCheck, outcome: Outcome, flow_run_id: str, api_version: str
+    row: _Row, check: _Audio, outcome: Outcome, flow_run_id: str, api_version: str
 ) -> dict[str, Any]:
     """One ``files`` row: identity, local facts, outcome, then the manifest's metadata."""
     return {
@@ -316,7 +339,7 @@ def file_row(
 
 
 def segment_rows(
-    row: ManifestRow, check: AudioCheck, outcome: Outcome, flow_run_id: str
+    row: _Row, check: _Audio, outcome: Outcome, flow_run_id: str
 ) -> list[dict[str, Any]]:
     """The ``segments`` rows of one completed file, in order."""
     if outcome.status != "completed":

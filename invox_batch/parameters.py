@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from invox import check_callback_url
 
@@ -22,6 +22,7 @@ __all__ = [
     "Scale",
     "Spend",
     "StateStorage",
+    "parse_shard",
 ]
 
 Positive = Annotated[float, Field(gt=0)]
@@ -103,6 +104,16 @@ class Captions(_Group):
     srt: bool = Field(False, description="Write <out>/captions/<file_id>.srt for completed files.")
 
 
+def parse_shard(shard: str) -> tuple[int, int] | None:
+    """``"3/8"`` → ``(3, 8)`` (1-based); empty → None (the whole manifest)."""
+    if not shard:
+        return None
+    number, _, count = shard.partition("/")
+    if not (number.isdigit() and count.isdigit()) or not 1 <= int(number) <= int(count):
+        raise ValueError(f"shard must look like '3/8' (1 <= shard <= count), got {shard!r}")
+    return int(number), int(count)
+
+
 class Scale(_Group):
     """How much runs at once, and where."""
 
@@ -125,6 +136,13 @@ class Scale(_Group):
     shard_deployment: str = Field(
         "transcribe-batch/shard", description="The deployment the parent starts shard runs on."
     )
+
+    @field_validator("shard")
+    @classmethod
+    def _a_slice(cls, shard: str) -> str:
+        """A bad slice is refused before any audio is read."""
+        parse_shard(shard)
+        return shard
 
 
 class StateStorage(_Group):

@@ -27,7 +27,6 @@ from invox import (
     ServerError,
     Transcription,
     UploadURLRejectedError,
-    parse_callback,
     verify_callback_signature,
 )
 from invox._auth import parse_token_response
@@ -72,11 +71,12 @@ def test_error_status_keeps_error_message_and_vtt_is_optional() -> None:
     assert result.is_terminal and result.error_message == "bad audio" and result.vtt is None
 
 
-def test_callback_speaker_numbers_become_strings() -> None:
-    payload = parse_callback(
-        {"requestId": "r", "transcription": [{"text": "t", "start": 0, "end": 1, "speaker": 0}]}
-    )
-    assert payload.segments[0].speaker == "0"
+def test_speaker_numbers_become_strings() -> None:
+    body = {
+        "processingStatus": "COMPLETED",
+        "transcription": [{"text": "t", "start": 0, "end": 1, "speaker": 0}],
+    }
+    assert parse_transcription("r", body).segments[0].speaker == "0"
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,6 @@ EXPECTED = {
     "Status",
     "TERMINAL_STATUSES",
     # what callback receivers need
-    "CallbackPayload",
-    "parse_callback",
     "verify_callback_signature",
     "check_created_at",
     "CallbackSignatureError",

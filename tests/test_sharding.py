@@ -15,7 +15,6 @@ from flows.credentials import with_secret_block
 from flows.sharding import (
     aggregate,
     child_parameters,
-    parse_shard,
     shard_bounds,
     shard_count,
     shard_key,
@@ -25,7 +24,7 @@ from flows.sharding import (
 )
 from invox import ConfigurationError, InvoxSettings
 from invox_batch.manifest import read_manifest
-from invox_batch.parameters import Callbacks, Scale, Spend
+from invox_batch.parameters import Callbacks, Scale, Spend, parse_shard
 
 from .flow_helpers import audio_set, write_csv_manifest
 from .helpers import clear_env

@@ -1,4 +1,4 @@
-"""What operators see of a run: Prefect artifacts and a small JSON summary, never transcript text."""
+"""What Prefect shows of a run: the progress, per-file table and summary artifacts (no transcript text)."""
 
 from __future__ import annotations
 
