@@ -29,7 +29,7 @@ test: $(STAMP) lint chromium
 	@# As root, chmod cannot deny reads and those tests would skip: run them without that privilege.
 	@if [ "$$(id -u)" = 0 ] && command -v setpriv >/dev/null; then \
 	  setpriv --bounding-set=-dac_override,-dac_read_search --inh-caps=-dac_override,-dac_read_search \
-	    $(BIN)/python -m pytest -q tests/test_audio_checks.py tests/test_manifest.py -k "unreadable or unreachable"; \
+	    $(BIN)/python -m pytest -q tests/library/test_audio_checks.py tests/library/test_manifest.py -k "unreadable or unreachable"; \
 	fi
 	$(BIN)/python -m pytest
 

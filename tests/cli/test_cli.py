@@ -1,0 +1,74 @@
+"""The ``invox-batch`` command as users run it: real subprocesses, real exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from sandbox.server import SandboxServer
+
+from ..conftest import ROOT, SAMPLES
+from ..helpers import SandboxControl
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command with a clean INVOX_* environment plus ``env``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("INVOX_")}
+    return subprocess.run(
+        [sys.executable, "-m", "invox_batch", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**base, **(env or {})},
+    )
+
+
+def test_transcribe_starts_an_embedded_sandbox_when_no_base_url_is_set() -> None:
+    done = run_cli(
+        "transcribe", str(SAMPLES / "visit-001.wav"), env={"INVOX_SANDBOX_PROCESSING": "instant"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "embedded sandbox at http://127.0.0.1:" in done.stderr
+    assert done.stdout.startswith("visit-001.wav (")
+    assert "1 of 1 files transcribed" in done.stderr
+
+
+def test_transcribe_talks_to_the_configured_server(
+    sandbox_server: SandboxServer, sandbox: SandboxControl
+) -> None:
+    env = {
+        "INVOX_BASE_URL": sandbox_server.base_url,
+        "INVOX_APP_ID": sandbox_server.settings.app_id,
+        "INVOX_API_KEY": sandbox_server.settings.api_key,
+    }
+    done = run_cli("transcribe", str(SAMPLES / "manifest.csv"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "embedded" not in done.stderr
+    assert sandbox.requests("upload") == len(done.stdout.splitlines()) >= 6
+
+
+def test_bad_credentials_exit_2_after_one_token_call(
+    sandbox_server: SandboxServer, sandbox: SandboxControl
+) -> None:
+    env = {
+        "INVOX_BASE_URL": sandbox_server.base_url,
+        "INVOX_APP_ID": "sandbox-app",
+        "INVOX_API_KEY": "sentinel-bad-key",
+    }
+    done = run_cli("transcribe", str(SAMPLES / "visit-001.wav"), env=env)
+    assert done.returncode == 2
+    assert "INVOX_API_KEY" in done.stderr and "sentinel-bad-key" not in done.stderr + done.stdout
+    assert sandbox.requests("token") == 1 and sandbox.requests("presign") == 0
+
+
+def test_base_url_that_is_not_a_url_exits_2_with_a_clear_message() -> None:
+    done = run_cli("transcribe", str(SAMPLES / "visit-001.wav"), env={"INVOX_BASE_URL": "nonsense"})
+    assert done.returncode == 2 and "INVOX_BASE_URL" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_file_exits_2() -> None:
+    done = run_cli("transcribe", "no/such/file.wav")
+    assert done.returncode == 2 and "no/such/file.wav" in done.stderr
