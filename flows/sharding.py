@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import socket
@@ -24,19 +23,16 @@ from invox import ConfigurationError
 from invox_batch.callbacks import parse_listen
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
-from invox_batch.parameters import Callbacks, Scale, Spend, parse_shard
+from invox_batch.parameters import Callbacks, Scale, Spend
 from invox_batch.report import summary_markdown, write_summary
+from invox_batch.shards import shard_bounds, shard_count
 
 __all__ = [
     "aggregate",
     "child_parameters",
     "fan_out",
-    "parse_shard",
-    "shard_bounds",
-    "shard_count",
     "shard_key",
     "should_fan_out",
-    "take_shard",
     "worker_host",
 ]
 
@@ -46,25 +42,6 @@ POLL_INTERVAL_S = 2.0
 def worker_host() -> str:
     """Who executed this run: ``INVOX_BATCH_WORKER_NAME`` if set, else the host name."""
     return os.environ.get("INVOX_BATCH_WORKER_NAME") or socket.gethostname()
-
-
-def shard_count(rows: int, shard_size: int) -> int:
-    """How many shards of at most ``shard_size`` rows cover the manifest."""
-    return max(1, -(-rows // shard_size))
-
-
-def shard_bounds(rows: int, number: int, count: int) -> tuple[int, int]:
-    """Row slice ``[start, end)`` of shard ``number`` of ``count``: even, contiguous, covering."""
-    return (number - 1) * rows // count, number * rows // count
-
-
-def take_shard(manifest: Manifest, shard: str) -> Manifest:
-    """The rows this run handles; row indexes stay those of the whole manifest."""
-    parsed = parse_shard(shard)
-    if parsed is None:
-        return manifest
-    start, end = shard_bounds(len(manifest.rows), *parsed)
-    return dataclasses.replace(manifest, rows=manifest.rows[start:end])
 
 
 def should_fan_out(

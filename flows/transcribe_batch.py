@@ -37,11 +37,12 @@ from invox_batch.quality import assign_quality, count_flags
 from invox_batch.records import Outcome
 from invox_batch.report import build_run_report, report_section, summarise, write_summary
 from invox_batch.settling import Run, Unit, counted_client, settle_all
+from invox_batch.shards import take_shard
 from tasks.settle import OnDask, OnLoop, authenticate
 
 from .artifacts import ProgressArtifact, publish_outcomes
 from .credentials import with_secret_block
-from .sharding import fan_out, should_fan_out, take_shard, worker_host
+from .sharding import fan_out, should_fan_out, worker_host
 
 __all__ = ["transcribe_batch"]
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from invox import check_callback_url
 
 from .callbacks import CompletionMode, check_completion
+from .shards import parse_shard
 
 __all__ = [
     "Callbacks",
@@ -22,7 +23,6 @@ __all__ = [
     "Scale",
     "Spend",
     "StateStorage",
-    "parse_shard",
 ]
 
 Positive = Annotated[float, Field(gt=0)]
@@ -102,16 +102,6 @@ class Captions(_Group):
 
     vtt: bool = Field(False, description="Write <out>/captions/<file_id>.vtt for completed files.")
     srt: bool = Field(False, description="Write <out>/captions/<file_id>.srt for completed files.")
-
-
-def parse_shard(shard: str) -> tuple[int, int] | None:
-    """``"3/8"`` → ``(3, 8)`` (1-based); empty → None (the whole manifest)."""
-    if not shard:
-        return None
-    number, _, count = shard.partition("/")
-    if not (number.isdigit() and count.isdigit()) or not 1 <= int(number) <= int(count):
-        raise ValueError(f"shard must look like '3/8' (1 <= shard <= count), got {shard!r}")
-    return int(number), int(count)
 
 
 class Scale(_Group):

@@ -15,16 +15,14 @@ from flows.credentials import with_secret_block
 from flows.sharding import (
     aggregate,
     child_parameters,
-    shard_bounds,
-    shard_count,
     shard_key,
     should_fan_out,
-    take_shard,
     worker_host,
 )
 from invox import ConfigurationError, InvoxSettings
 from invox_batch.manifest import read_manifest
-from invox_batch.parameters import Callbacks, Scale, Spend, parse_shard
+from invox_batch.parameters import Callbacks, Scale, Spend
+from invox_batch.shards import parse_shard, shard_bounds, shard_count, take_shard
 
 from ..flow_helpers import audio_set, write_csv_manifest
 from ..helpers import clear_env
