@@ -351,7 +351,7 @@ def test_dropped_callbacks_are_never_sent_but_polling_still_works(
         return await client.wait_for_transcription(slot.request_id, FAST)
 
     assert with_client(settings, action).status == "COMPLETED"
-    from .helpers import wait_until
+    from ..helpers import wait_until
 
     wait_until(lambda: sandbox.stats()["callbacks"]["dropped"] == 1)
     assert callback_receiver.received == []

@@ -301,7 +301,7 @@ def test_asr_mode_run_of_the_samples_matches_the_api_and_the_wer_bound(
 
     import jiwer
 
-    from .test_sandbox_asr import WER_BOUND
+    from ..sandbox.test_sandbox_asr import WER_BOUND
 
     monkeypatch.setenv("INVOX_BASE_URL", asr_sandbox_server.base_url)
     asr = SandboxControl(asr_sandbox_server.base_url)
