@@ -21,7 +21,7 @@ from typing import Protocol
 
 from invox import InvoxSettings, PollPolicy, check_callback_url
 
-from ._options import CompletionMode, check_completion, parse_listen
+from ._options import CompletionMode, parse_listen
 from ._receiver import ReceiverConfig, running_receiver
 from ._store import CallbackStore
 
@@ -98,11 +98,11 @@ def completion_for(
     settings: InvoxSettings,
     log: Logger = _log,
 ) -> Iterator[tuple[Completion, str | None]]:
-    """The run's completion mode and the callbackUrl to send, with the receiver running if asked."""
+    """The run's completion mode and the callbackUrl to send, with the receiver running if asked
+    (the values come checked, from the ``Callbacks`` parameter group)."""
     if mode == "poll":
         yield PollCompletion(), callback_url
         return
-    check_completion(mode, callback_url, listen)
     completion = CallbackCompletion(CallbackStore(store_dir), grace_s, log=log)
     if listen is None:
         yield completion, callback_url

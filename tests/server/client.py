@@ -41,6 +41,14 @@ class ServerClient:
 
         return self._call(create)
 
+    def deployment_id(self, deployment: str) -> UUID:
+        """The id of a deployment named ``flow/name``."""
+
+        async def read(client: PrefectClient) -> UUID:
+            return (await client.read_deployment_by_name(deployment)).id
+
+        return self._call(read)
+
     def retry_like_ui(self, flow_run_id: UUID) -> None:
         """What the UI's Retry button does: the same flow run, back to AwaitingRetry."""
         self._call(lambda c: c.set_flow_run_state(flow_run_id, AwaitingRetry(), force=True))

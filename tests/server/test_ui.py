@@ -29,6 +29,7 @@ def test_the_ui_lists_the_deployment_and_shows_a_runs_artifacts(
     run = server.wait(server.run(NIGHTLY, manifest=str(manifest), out=str(tmp_path / "o"), **FAST))
     assert run.state is not None and run.state.is_completed(), run.state
 
+    deployment_id = server.deployment_id(NIGHTLY)  # before playwright runs its own event loop
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -44,5 +45,12 @@ def test_the_ui_lists_the_deployment_and_shows_a_runs_artifacts(
             page.get_by_text("Artifacts", exact=True).first.click()
             page.get_by_text("Run summary").first.wait_for()
             page.get_by_text("Per-file outcomes").first.wait_for()
+
+            # The custom-run form shows the parameter groups as sections of their own.
+            page.goto(f"{prefect_stack.ui_url}/deployments/deployment/{deployment_id}/run")
+            page.get_by_text("Max Concurrency").first.wait_for()
+            for group in ("spend", "polling", "retrying", "callbacks", "captions", "scale"):
+                page.get_by_text(f"{group} (Optional)", exact=True).first.wait_for()
+            page.screenshot(path=str(tmp_path / "custom-run.png"), full_page=True)
         finally:
             browser.close()
