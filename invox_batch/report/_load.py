@@ -12,6 +12,8 @@ from ..errors import ReportError
 
 # Plots draw at most this many rows (the newest); the numbers always cover every row.
 PLOT_ROW_CAP = 20_000
+# The failed-files table names at most this many (the Parquet has every one).
+FAILED_ROW_CAP = 500
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class RunReport:
     from_cache: int
     quality: dict[str, int]
     points: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    failed_files: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     @property
     def rows(self) -> int:
@@ -83,6 +86,16 @@ def _points(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[d
     return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
 
 
+def _failed(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[dict[str, Any]]:
+    """Which files failed and why (id, type, message: never the transcript), newest run first."""
+    sql = f"""
+        SELECT file_id, error_type, error_message, flow_run_id
+        FROM {src} WHERE status = 'failed'
+        ORDER BY run_date DESC, flow_run_id, row_index LIMIT {FAILED_ROW_CAP}"""
+    keys = ("file_id", "error_type", "error_message", "flow_run_id")
+    return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
+
+
 def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
     """Aggregate the dataset under ``out`` (one run with ``run_id``); raises ReportError."""
     if not any(Path(out).glob("files/*/*.parquet")):
@@ -118,6 +131,7 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
             run_id,
         )
         points = _points(con, src, run_id)
+        failed = _failed(con, src, run_id)
     return RunReport(
         str(out),
         run_id,
@@ -131,4 +145,5 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
         cached,
         flags,
         points,
+        failed_files=failed,
     )
