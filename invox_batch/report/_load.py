@@ -33,6 +33,7 @@ class RunReport:
     quality: dict[str, int]
     points: list[dict[str, Any]] = field(default_factory=list, repr=False)
     failed_files: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    audio_hours_paid: float = 0.0
 
     @property
     def rows(self) -> int:
@@ -50,6 +51,9 @@ def _source(out: str | Path, parts: str) -> str:
 
 
 _TTR = "epoch(completed_at - submitted_at)"
+# Completed audio, each unique audio (sha256) once per group, and whether any of it was paid for.
+_UNIQUE = """(SELECT flow_run_id, coalesce(sha256, file_id) AS audio, max(duration_s) AS seconds,
+    bool_or(NOT from_cache) AS paid FROM {src} WHERE status = 'completed' GROUP BY ALL)"""
 _FRESH = "status = 'completed' AND NOT from_cache AND submitted_at IS NOT NULL"
 
 
@@ -63,12 +67,24 @@ def _runs(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[dic
     sql = f"""
         SELECT flow_run_id, min(run_date)::VARCHAR, count(*),
                count(*) FILTER (status = 'completed'), count(*) FILTER (status = 'failed'),
-               count(*) FILTER (from_cache),
-               coalesce(sum(duration_s) FILTER (status = 'completed'), 0) / 3600
+               count(*) FILTER (from_cache)
         FROM {src} GROUP BY flow_run_id
         ORDER BY max(run_date) DESC, max(completed_at) DESC NULLS LAST, flow_run_id"""
-    keys = ("flow_run_id", "run_date", "rows", "completed", "failed", "from_cache", "audio_hours")
-    return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
+    keys = ("flow_run_id", "run_date", "rows", "completed", "failed", "from_cache")
+    runs = [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
+    hours_sql = f"SELECT flow_run_id, sum(seconds) / 3600 FROM {_UNIQUE.format(src=src)} GROUP BY 1"
+    hours = {str(run_id): float(h or 0.0) for run_id, h in _query(con, hours_sql, run)}
+    return [{**r, "audio_hours": hours.get(str(r["flow_run_id"]), 0.0)} for r in runs]
+
+
+def _hours(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> tuple[float, float]:
+    """Completed audio hours, each unique audio once over the selection, and the part paid for."""
+    unique = f"""(SELECT audio, max(seconds) AS seconds, bool_or(paid) AS paid
+        FROM {_UNIQUE.format(src=src)} GROUP BY audio)"""
+    sql = f"""SELECT coalesce(sum(seconds), 0) / 3600,
+        coalesce(sum(seconds) FILTER (paid), 0) / 3600 FROM {unique}"""
+    ((total, paid),) = _query(con, sql, run)
+    return float(total), float(paid)
 
 
 def _counts(con: duckdb.DuckDBPyConnection, sql: str, run: str | None) -> dict[str, int]:
@@ -121,15 +137,15 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
             "GROUP BY 1 ORDER BY 2 DESC, 1",
             run_id,
         )
-        ((p50, p95, resubmitted, cached, hours),) = _query(
+        ((p50, p95, resubmitted, cached),) = _query(
             con,
             f"""SELECT quantile_cont({_TTR}, 0.5) FILTER ({_FRESH}),
                        quantile_cont({_TTR}, 0.95) FILTER ({_FRESH}),
-                       count(*) FILTER (attempts > 1), count(*) FILTER (from_cache),
-                       coalesce(sum(duration_s) FILTER (status = 'completed'), 0) / 3600
+                       count(*) FILTER (attempts > 1), count(*) FILTER (from_cache)
                 FROM {src}""",
             run_id,
         )
+        hours, paid = _hours(con, src, run_id)
         points = _points(con, src, run_id)
         failed = _failed(con, src, run_id)
     return RunReport(
@@ -146,4 +162,5 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
         flags,
         points,
         failed_files=failed,
+        audio_hours_paid=paid,
     )

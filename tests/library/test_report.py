@@ -44,7 +44,13 @@ def _at(seconds: float) -> datetime.datetime:
 def dataset(tmp_path: Path) -> Path:
     """Two runs: A with fresh results, failures and flags; B served from cache."""
     fresh = [
-        file_row(f"a{n}", index=n, duration_s=10.0 + n, completed_at=_at(2.0 * (n + 1)))
+        file_row(
+            f"a{n}",
+            index=n,
+            duration_s=10.0 + n,
+            completed_at=_at(2.0 * (n + 1)),
+            sha256=f"{n:064x}",
+        )
         for n in range(10)
     ]
     fresh[0]["quality"] = ["short_transcript", "long_silence"]
@@ -64,7 +70,9 @@ def dataset(tmp_path: Path) -> Path:
         ),
     ]
     write_run(tmp_path, RUN_A, DAY1, fresh + failed, [], pa.schema([]))
-    cached = [file_row(f"a{n}", run=RUN_B, index=n, from_cache=True) for n in range(3)]
+    cached = [  # the same audio as a0..a2 of run A, now from cache
+        file_row(f"a{n}", run=RUN_B, index=n, from_cache=True, sha256=f"{n:064x}") for n in range(3)
+    ]
     write_run(tmp_path, RUN_B, DAY2, cached, [], pa.schema([]))
     return tmp_path
 
@@ -82,6 +90,22 @@ def test_report_numbers_for_one_run_and_for_all(dataset: Path) -> None:
     every = load_report(dataset)
     assert [r["flow_run_id"] for r in every.runs] == [RUN_B, RUN_A]  # newest run date first
     assert every.from_cache == 3 and every.rows == 15 and every.ttr_p50_s == one.ttr_p50_s
+    assert one.audio_hours_paid == one.audio_hours
+    assert every.audio_hours == pytest.approx(one.audio_hours)  # run B's audio is run A's
+    assert every.audio_hours_paid == pytest.approx(one.audio_hours)
+    cached = load_report(dataset, RUN_B)
+    assert cached.audio_hours == pytest.approx(3 * 4.25 / 3600) and cached.audio_hours_paid == 0.0
+    assert [r["audio_hours"] for r in every.runs] == pytest.approx([3 * 4.25 / 3600, 145 / 3600])
+
+
+def test_report_hours_count_one_audio_listed_many_times_once(tmp_path: Path) -> None:
+    rows = [file_row(f"d{n}", index=n, duration_s=1.0, sha256="e" * 64) for n in range(40)]
+    write_run(tmp_path, RUN_A, DAY1, rows, [], pa.schema([]))
+    report = load_report(tmp_path, RUN_A)
+    assert report.audio_hours == pytest.approx(1 / 3600) and report.runs[0]["audio_hours"] == (
+        pytest.approx(1 / 3600)
+    )
+    assert "| audio hours completed (each unique audio once) | 0.0003 |" in report_markdown(report)
 
 
 def test_missing_dataset_or_run_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
