@@ -110,24 +110,32 @@ def _budget(summaries: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The parent's counts: the sum of its children's summaries."""
+    """The parent's counts: the sum of its children's summaries, and all their failed files."""
     errors: Counter[str] = Counter()
     calls: Counter[str] = Counter()
     totals: Counter[str] = Counter()
-    hours = 0.0
+    hours: dict[str, float] = dict.fromkeys(_HOURS, 0.0)
+    failed: list[dict[str, Any]] = []
     for child in summaries:
         for key in ("rows", "completed", "failed", "from_cache", "unique_audio"):
             totals[key] += int(child.get(key, 0))
         errors.update(child.get("error_types", {}))
         calls.update(child.get("api_calls", {}))
-        hours += float(child.get("audio_hours", 0.0))
+        for key in _HOURS:
+            hours[key] += float(child.get(key) or 0.0)
+        failed += child.get("failed_files", [])
     return {
         **{k: totals[k] for k in ("rows", "completed", "failed", "from_cache", "unique_audio")},
         "error_types": dict(sorted(errors.items())),
-        "audio_hours": round(hours, 4),
+        **{k: round(hours[k], 4) for k in _HOURS},
+        "failed_files": failed,
         "api_calls": {k: calls[k] for k in ("token", "presign", "upload", "status")},
         "budget": _budget(summaries),
     }
+
+
+# Unique audio per shard: an audio in two shards counts in each (shards share no list of sha256).
+_HOURS = ("audio_hours", "audio_hours_paid", "audio_hours_from_cache")
 
 
 async def _start_shard(

@@ -71,6 +71,11 @@ class InvoxSettings(BaseSettings):
         description="After an upload whose answer was lost, poll this long for proof it landed.",
     )
     upload_chunk_bytes: int = Field(default=1024 * 1024, ge=4096)
+    max_upload_bytes: int = Field(
+        default=500 * 1024 * 1024,
+        ge=1,
+        description="validate warns about larger files (the provider documents no limit).",
+    )
     mime_types: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_MIME_TYPES))
     verify_callback_signatures: bool = Field(
         default=False,

@@ -159,8 +159,11 @@ def estimate_cost(duration_s: float, rate_per_hour: float) -> float:
     return duration_s / SECONDS_PER_HOUR * rate_per_hour
 
 
-def cost_line(duration_s: float, rate_per_hour: float, unknown: int = 0) -> str:
-    """One line for ``validate --rate-per-hour``, saying when durations are missing."""
+def cost_line(
+    duration_s: float, rate_per_hour: float, unknown: int = 0, duplicates: int = 0
+) -> str:
+    """One line for ``validate --rate-per-hour``, saying when durations are missing and that
+    rows repeating an audio were counted once (files already transcribed are not known here)."""
     hours = duration_s / SECONDS_PER_HOUR
     line = (
         f"estimated cost: {hours:.4f} h x {rate_per_hour:g} per hour = "
@@ -168,6 +171,9 @@ def cost_line(duration_s: float, rate_per_hour: float, unknown: int = 0) -> str:
     )
     if unknown:
         line += f" (plus {unknown} file{'s' if unknown != 1 else ''} of unknown duration)"
+    if duplicates:
+        line += f"; each unique audio counted once ({duplicates} duplicate row"
+        line += f"{'s' if duplicates != 1 else ''} left out)"
     return line
 
 

@@ -142,24 +142,57 @@ def _read_summary(out: str, state: Any) -> dict[str, Any] | None:
     return None if text is None else cast(dict[str, Any], json.loads(text))
 
 
+# Failed files named on the console (a screenful); the run summary JSON lists every one.
+_FAILED_SHOWN = 20
+
+
 def _print_summary(summary: dict[str, Any], out: str) -> None:
-    """A few plain lines: counts, errors, calls, where the Parquet and the HTML report went."""
+    """A few plain lines: counts, hours, errors and the failed files, calls, where things went."""
     typer.echo(
         f"{summary['completed']} of {summary['rows']} files completed, {summary['failed']} failed, "
-        f"{summary['from_cache']} from cache; {summary['audio_hours']} audio hours; "
-        f"{summary['wall_s']} s"
+        f"{summary['from_cache']} from cache; {_hours(summary)}; {summary['wall_s']} s"
     )
     if summary["error_types"]:
         typer.echo(
             "failures by type: " + ", ".join(f"{k}={v}" for k, v in summary["error_types"].items())
         )
+    output = Output.parse(out)
+    _print_failed(summary, output)
     typer.echo("API calls: " + ", ".join(f"{k}={v}" for k, v in summary["api_calls"].items()))
     typer.echo(f"files:    {summary['files_path']}")
     typer.echo(f"segments: {summary['segments_path']}")
-    output = Output.parse(out)
     report = Path("reports") / f"{summary['flow_run_id']}.html"
     if output.is_remote or (output.local and (output.local / report).is_file()):
         typer.echo(f"report:   {output.location(report)}")
+
+
+def _hours(summary: dict[str, Any]) -> str:
+    """Unique audio hours, and how much of it this run paid for and how much came from cache."""
+    line = f"{summary['audio_hours']:.4f} audio hours"
+    if "audio_hours_paid" in summary:
+        line += (
+            f" ({summary['audio_hours_paid']:.4f} paid in this run, "
+            f"{summary['audio_hours_from_cache']:.4f} from cache)"
+        )
+    return line
+
+
+def _print_failed(summary: dict[str, Any], output: Output) -> None:
+    """The failed files by id and error type, a screenful at most, then where the rest are."""
+    failed = summary.get("failed_files") or []
+    if not failed:
+        return
+    typer.echo("failed files:")
+    for entry in failed[:_FAILED_SHOWN]:
+        typer.echo(f"  {_one_line(str(entry['file_id']))}: {entry['error_type']}")
+    if len(failed) > _FAILED_SHOWN:
+        where = output.location(Path("runs") / f"{summary['flow_run_id']}.json")
+        typer.echo(f"  ... and {len(failed) - _FAILED_SHOWN} more; full list in {where}")
+
+
+def _one_line(text: str) -> str:
+    """A file id on one console line whatever it contains."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _exit_status(summary: dict[str, Any]) -> int:

@@ -52,14 +52,23 @@ def validate(
     settings = client_settings()
     with tempfile.TemporaryDirectory(prefix="invox-validate-") as spool:
         try:
-            report = validate_manifest(manifest, settings.mime_types, Path(spool))
+            report = validate_manifest(
+                manifest,
+                settings.mime_types,
+                Path(spool),
+                max_upload_bytes=settings.max_upload_bytes,
+            )
         except ManifestError as exc:
             raise fail_usage(str(exc)) from None
         render_report(report, sys.stdout)
     if rate_per_hour is not None:
         from ..budget import cost_line
 
-        typer.echo(cost_line(report.total_duration_s, rate_per_hour, report.unknown_duration))
+        typer.echo(
+            cost_line(
+                report.total_duration_s, rate_per_hour, report.unknown_duration, report.duplicates
+            )
+        )
     raise typer.Exit(EXIT_FAILED_ROWS if report.bad else EXIT_OK)
 
 

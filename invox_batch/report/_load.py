@@ -12,6 +12,8 @@ from ..errors import ReportError
 
 # Plots draw at most this many rows (the newest); the numbers always cover every row.
 PLOT_ROW_CAP = 20_000
+# The failed-files table names at most this many (the Parquet has every one).
+FAILED_ROW_CAP = 500
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class RunReport:
     from_cache: int
     quality: dict[str, int]
     points: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    failed_files: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    audio_hours_paid: float = 0.0
 
     @property
     def rows(self) -> int:
@@ -47,6 +51,9 @@ def _source(out: str | Path, parts: str) -> str:
 
 
 _TTR = "epoch(completed_at - submitted_at)"
+# Completed audio, each unique audio (sha256) once per group, and whether any of it was paid for.
+_UNIQUE = """(SELECT flow_run_id, coalesce(sha256, file_id) AS audio, max(duration_s) AS seconds,
+    bool_or(NOT from_cache) AS paid FROM {src} WHERE status = 'completed' GROUP BY ALL)"""
 _FRESH = "status = 'completed' AND NOT from_cache AND submitted_at IS NOT NULL"
 
 
@@ -60,12 +67,24 @@ def _runs(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[dic
     sql = f"""
         SELECT flow_run_id, min(run_date)::VARCHAR, count(*),
                count(*) FILTER (status = 'completed'), count(*) FILTER (status = 'failed'),
-               count(*) FILTER (from_cache),
-               coalesce(sum(duration_s) FILTER (status = 'completed'), 0) / 3600
+               count(*) FILTER (from_cache)
         FROM {src} GROUP BY flow_run_id
         ORDER BY max(run_date) DESC, max(completed_at) DESC NULLS LAST, flow_run_id"""
-    keys = ("flow_run_id", "run_date", "rows", "completed", "failed", "from_cache", "audio_hours")
-    return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
+    keys = ("flow_run_id", "run_date", "rows", "completed", "failed", "from_cache")
+    runs = [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
+    hours_sql = f"SELECT flow_run_id, sum(seconds) / 3600 FROM {_UNIQUE.format(src=src)} GROUP BY 1"
+    hours = {str(run_id): float(h or 0.0) for run_id, h in _query(con, hours_sql, run)}
+    return [{**r, "audio_hours": hours.get(str(r["flow_run_id"]), 0.0)} for r in runs]
+
+
+def _hours(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> tuple[float, float]:
+    """Completed audio hours, each unique audio once over the selection, and the part paid for."""
+    unique = f"""(SELECT audio, max(seconds) AS seconds, bool_or(paid) AS paid
+        FROM {_UNIQUE.format(src=src)} GROUP BY audio)"""
+    sql = f"""SELECT coalesce(sum(seconds), 0) / 3600,
+        coalesce(sum(seconds) FILTER (paid), 0) / 3600 FROM {unique}"""
+    ((total, paid),) = _query(con, sql, run)
+    return float(total), float(paid)
 
 
 def _counts(con: duckdb.DuckDBPyConnection, sql: str, run: str | None) -> dict[str, int]:
@@ -80,6 +99,16 @@ def _points(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[d
         FROM {src} WHERE {_FRESH} AND completed_at IS NOT NULL
         ORDER BY completed_at DESC LIMIT {PLOT_ROW_CAP}"""
     keys = ("flow_run_id", "duration_s", "ttr_s", "submitted_at", "completed_at")
+    return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
+
+
+def _failed(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[dict[str, Any]]:
+    """Which files failed and why (id, type, message: never the transcript), newest run first."""
+    sql = f"""
+        SELECT file_id, error_type, error_message, flow_run_id
+        FROM {src} WHERE status = 'failed'
+        ORDER BY run_date DESC, flow_run_id, row_index LIMIT {FAILED_ROW_CAP}"""
+    keys = ("file_id", "error_type", "error_message", "flow_run_id")
     return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
 
 
@@ -108,16 +137,17 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
             "GROUP BY 1 ORDER BY 2 DESC, 1",
             run_id,
         )
-        ((p50, p95, resubmitted, cached, hours),) = _query(
+        ((p50, p95, resubmitted, cached),) = _query(
             con,
             f"""SELECT quantile_cont({_TTR}, 0.5) FILTER ({_FRESH}),
                        quantile_cont({_TTR}, 0.95) FILTER ({_FRESH}),
-                       count(*) FILTER (attempts > 1), count(*) FILTER (from_cache),
-                       coalesce(sum(duration_s) FILTER (status = 'completed'), 0) / 3600
+                       count(*) FILTER (attempts > 1), count(*) FILTER (from_cache)
                 FROM {src}""",
             run_id,
         )
+        hours, paid = _hours(con, src, run_id)
         points = _points(con, src, run_id)
+        failed = _failed(con, src, run_id)
     return RunReport(
         str(out),
         run_id,
@@ -131,4 +161,6 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
         cached,
         flags,
         points,
+        failed_files=failed,
+        audio_hours_paid=paid,
     )

@@ -38,6 +38,10 @@ def test_free_units_never_count_and_unknown_durations_are_not_submitted() -> Non
 def test_cost_line() -> None:
     assert cost_line(5400.0, 2.0) == "estimated cost: 1.5000 h x 2 per hour = 3.00"
     assert cost_line(0.0, 2.0, unknown=2).endswith("(plus 2 files of unknown duration)")
+    assert cost_line(3600.0, 2.0, duplicates=1) == (
+        "estimated cost: 1.0000 h x 2 per hour = 2.00; "
+        "each unique audio counted once (1 duplicate row left out)"
+    )
 
 
 def test_a_resubmission_is_charged_and_refused_once_the_cap_is_reached() -> None:

@@ -44,7 +44,13 @@ def _at(seconds: float) -> datetime.datetime:
 def dataset(tmp_path: Path) -> Path:
     """Two runs: A with fresh results, failures and flags; B served from cache."""
     fresh = [
-        file_row(f"a{n}", index=n, duration_s=10.0 + n, completed_at=_at(2.0 * (n + 1)))
+        file_row(
+            f"a{n}",
+            index=n,
+            duration_s=10.0 + n,
+            completed_at=_at(2.0 * (n + 1)),
+            sha256=f"{n:064x}",
+        )
         for n in range(10)
     ]
     fresh[0]["quality"] = ["short_transcript", "long_silence"]
@@ -64,7 +70,9 @@ def dataset(tmp_path: Path) -> Path:
         ),
     ]
     write_run(tmp_path, RUN_A, DAY1, fresh + failed, [], pa.schema([]))
-    cached = [file_row(f"a{n}", run=RUN_B, index=n, from_cache=True) for n in range(3)]
+    cached = [  # the same audio as a0..a2 of run A, now from cache
+        file_row(f"a{n}", run=RUN_B, index=n, from_cache=True, sha256=f"{n:064x}") for n in range(3)
+    ]
     write_run(tmp_path, RUN_B, DAY2, cached, [], pa.schema([]))
     return tmp_path
 
@@ -82,6 +90,22 @@ def test_report_numbers_for_one_run_and_for_all(dataset: Path) -> None:
     every = load_report(dataset)
     assert [r["flow_run_id"] for r in every.runs] == [RUN_B, RUN_A]  # newest run date first
     assert every.from_cache == 3 and every.rows == 15 and every.ttr_p50_s == one.ttr_p50_s
+    assert one.audio_hours_paid == one.audio_hours
+    assert every.audio_hours == pytest.approx(one.audio_hours)  # run B's audio is run A's
+    assert every.audio_hours_paid == pytest.approx(one.audio_hours)
+    cached = load_report(dataset, RUN_B)
+    assert cached.audio_hours == pytest.approx(3 * 4.25 / 3600) and cached.audio_hours_paid == 0.0
+    assert [r["audio_hours"] for r in every.runs] == pytest.approx([3 * 4.25 / 3600, 145 / 3600])
+
+
+def test_report_hours_count_one_audio_listed_many_times_once(tmp_path: Path) -> None:
+    rows = [file_row(f"d{n}", index=n, duration_s=1.0, sha256="e" * 64) for n in range(40)]
+    write_run(tmp_path, RUN_A, DAY1, rows, [], pa.schema([]))
+    report = load_report(tmp_path, RUN_A)
+    assert report.audio_hours == pytest.approx(1 / 3600) and report.runs[0]["audio_hours"] == (
+        pytest.approx(1 / 3600)
+    )
+    assert "| audio hours completed (each unique audio once) | 0.0003 |" in report_markdown(report)
 
 
 def test_missing_dataset_or_run_is_a_clear_error(dataset: Path, tmp_path: Path) -> None:
@@ -142,9 +166,11 @@ def test_a_run_report_that_cannot_be_built_warns_and_never_fails_the_run(
 
 def test_run_summary_counts_its_rows_and_is_written_without_transcripts(tmp_path: Path) -> None:
     rows = [
-        file_row("a", index=0, duration_s=1800.0),
-        file_row("b", index=1, duration_s=1800.0, from_cache=True),
-        file_row("t", index=2, status="failed", error_type="timeout", text=None),
+        file_row("a", index=0, duration_s=1800.0, sha256="a" * 64),
+        file_row("b", index=1, duration_s=1800.0, sha256="b" * 64, from_cache=True),
+        file_row(
+            "t", index=2, status="failed", error_type="timeout", text=None, error_message="late"
+        ),
     ]
     counts = summarise(rows)
     assert counts == {
@@ -154,16 +180,66 @@ def test_run_summary_counts_its_rows_and_is_written_without_transcripts(tmp_path
         "from_cache": 1,
         "error_types": {"timeout": 1},
         "audio_hours": 1.0,
+        "audio_hours_paid": 0.5,
+        "audio_hours_from_cache": 0.5,
+        "failed_files": [{"file_id": "t", "error_type": "timeout", "error_message": "late"}],
     }
     paths = {"files_path": "files.parquet", "segments_path": "segments.parquet"}
     summary = {**counts, "wall_s": 1.5, "api_calls": {"upload": 1}, **paths}
     text = summary_markdown(summary)
     assert text.startswith("# transcribe-batch: 2 of 3 files completed\n\n| measure | value |\n")
     assert "| API calls: upload | 1 |" in text and "| timeout | 1 |" in text
+    assert "| t | timeout | late |" in text and "| audio hours paid in this run | 0.5 |" in text
     assert text.endswith("Parquet: `files.parquet` and `segments.parquet`")
     written = write_summary(tmp_path, RUN_A, summary)
     assert written == tmp_path / "runs" / f"{RUN_A}.json"
     assert json.loads(written.read_text()) == summary and SECRET_TEXT not in written.read_text()
+
+
+def test_run_summary_counts_each_unique_audio_once_and_names_failed_files() -> None:
+    """40 rows of one 1 s audio are 1 s, not 40; failures are named, with no transcript text."""
+    one = "c" * 64
+    rows = [file_row(f"dup{n}", index=n, duration_s=1.0, sha256=one) for n in range(40)]
+    rows += [file_row("old", index=40, duration_s=3600.0, sha256="d" * 64, from_cache=True)]
+    rows += [
+        file_row(
+            f"bad{n}",
+            index=41 + n,
+            status="failed",
+            error_type="file_missing",
+            error_message=f"audio file not found:\n/audio/bad{n}.wav " + "x" * 400,
+            text=SECRET_TEXT,  # a failed row never carries text; even if it did, it is not copied
+            sha256=None,
+        )
+        for n in range(25)
+    ]
+    counts = summarise(rows)
+    assert counts["audio_hours"] == round(3601 / 3600, 4)
+    assert counts["audio_hours_paid"] == 0.0003 and counts["audio_hours_from_cache"] == 1.0
+    failed = counts["failed_files"]
+    assert [f["file_id"] for f in failed] == [f"bad{n}" for n in range(25)]
+    assert {tuple(f) for f in failed} == {("file_id", "error_type", "error_message")}
+    assert failed[0]["error_message"].startswith("audio file not found: /audio/bad0.wav x")
+    assert len(failed[0]["error_message"]) == 300 and failed[0]["error_message"].endswith("...")
+    assert SECRET_TEXT not in json.dumps(counts)
+    summary = {**counts, "wall_s": 1.0, "api_calls": {}, "files_path": "f", "segments_path": "s"}
+    text = summary_markdown(summary)
+    assert "| bad19 | file_missing |" in text and "| bad20 |" not in text
+    assert "... and 5 more: `failed_files` in the run summary JSON" in text
+
+
+def test_html_report_names_the_failed_files_without_transcripts(dataset: Path) -> None:
+    report = load_report(dataset, RUN_A)
+    assert [(f["file_id"], f["error_type"]) for f in report.failed_files] == [
+        ("t", "timeout"),
+        ("b", "budget_exceeded"),
+    ]
+    page = report_html(report)
+    table = page[page.index('<table id="failed">') :]
+    table = table[: table.index("</table>")]
+    assert "<td>t</td><td>timeout</td>" in table and "<td>b</td><td>budget_exceeded</td>" in table
+    assert SECRET_TEXT not in page
+    assert '<table id="failed">' not in report_html(load_report(dataset, RUN_B))
 
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:

@@ -140,3 +140,68 @@ def test_remote_audio_leaves_no_spooled_copies(tmp_path: Path, memory_root: str)
     assert report.total_duration_s == pytest.approx(1.0)
     assert all(check.local_path is None for _, check in report.rows)
     assert list(spool.iterdir()) == []
+
+
+def test_duplicate_audio_counts_once_in_the_totals_and_the_cost(tmp_path: Path) -> None:
+    from invox_batch.budget import cost_line
+
+    one = audio_bytes("WAV", 2.0)
+    (tmp_path / "one.wav").write_bytes(one)
+    (tmp_path / "copy.wav").write_bytes(one)  # the same audio under another name
+    (tmp_path / "other.wav").write_bytes(audio_bytes("WAV", 2.0)[:-2] + b"\x01\x02")  # same size
+    rows = [["audio_path", "file_id"], ["one.wav", "a"], ["one.wav", "b"], ["copy.wav", "c"]]
+    rows += [["other.wav", "d"]]
+    report = validate_manifest(str(write_csv(tmp_path / "m.csv", rows)), MIME, tmp_path / "spool")
+    assert (len(report.good), len(report.unique), report.duplicates) == (4, 2, 2)
+    assert report.total_duration_s == pytest.approx(4.0)
+    assert report.total_bytes == 2 * len(one)
+    assert all(check.sha256 is None for _, check in report.rows)
+    assert rendered(report)[1] == (
+        "total audio duration: 0:00:04 (0.00 h) over 2 files; "
+        "2 duplicate rows of the same audio counted once"
+    )
+    line = cost_line(report.total_duration_s, 3600.0, report.unknown_duration, report.duplicates)
+    assert line == (
+        "estimated cost: 0.0011 h x 3600 per hour = 4.00; "
+        "each unique audio counted once (2 duplicate rows left out)"
+    )
+
+
+def test_files_over_the_upload_limit_are_warned_about_not_failed(tmp_path: Path) -> None:
+    rows = [["audio_path", "file_id"]]
+    for n in range(12):
+        (tmp_path / f"a{n}.wav").write_bytes(audio_bytes("WAV", 1.0 + n / 10))
+        rows.append([f"a{n}.wav", f"f{n}"])
+    (tmp_path / "small.wav").write_bytes(audio_bytes("WAV", 0.1))
+    rows.append(["small.wav", "small"])
+    manifest = str(write_csv(tmp_path / "m.csv", rows))
+    report = validate_manifest(manifest, MIME, tmp_path / "spool", max_upload_bytes=10_000)
+    assert not report.bad and [row.file_id for row, _ in report.oversize] == [
+        f"f{n}" for n in range(12)
+    ]
+    warnings = [line for line in rendered(report) if line.startswith("warning:")]
+    size = (tmp_path / "a0.wav").stat().st_size
+    assert warnings[0] == (
+        f"warning: row 1 f0: {size / 1024:.1f} KiB ({size:,} bytes) is over "
+        "INVOX_MAX_UPLOAD_BYTES (9.8 KiB (10,000 bytes)); the provider may refuse it"
+    )
+    assert len(warnings) == 11
+    assert warnings[-1] == "warning: ... and 2 more files over 9.8 KiB (10,000 bytes)"
+    assert not [
+        ln for ln in rendered(validate_manifest(manifest, MIME, tmp_path / "spool")) if "warn" in ln
+    ]
+
+
+def test_validate_reads_the_limit_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from invox_batch.cli import app
+
+    (tmp_path / "a.wav").write_bytes(audio_bytes("WAV", 1.0))
+    manifest = write_csv(tmp_path / "m.csv", [["audio_path", "file_id"], ["a.wav", "big"]])
+    monkeypatch.setenv("INVOX_MAX_UPLOAD_BYTES", "100")
+    done = CliRunner().invoke(app, ["validate", str(manifest)])
+    assert done.exit_code == 0, done.output
+    assert "warning: row 1 big: " in done.output and "INVOX_MAX_UPLOAD_BYTES" in done.output
