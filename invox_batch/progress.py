@@ -7,12 +7,13 @@ logs) one plain line per tenth of the run, never one per file.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Protocol, TextIO, cast
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -186,5 +187,39 @@ def progress_display(
         bar.update(task, total=snapshot.total, completed=snapshot.done, eta=snapshot.eta())
         counts.plain = snapshot.counts()
 
-    with Live(Group(bar, counts), console=console, refresh_per_second=4), listening(listen):
+    live = Live(Group(bar, counts), console=console, refresh_per_second=4)
+    with live, listening(listen), _logs_above(console):
         yield
+
+
+class _PrintsThroughRich(Protocol):
+    """A log handler printing through a rich console of its own (Prefect's console handler)."""
+
+    console: Console
+
+
+def _rich_log_handlers() -> list[_PrintsThroughRich]:
+    """Every such handler, on the root logger and every named one."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    return [
+        cast(_PrintsThroughRich, handler)
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if isinstance(getattr(handler, "console", None), Console)
+    ]
+
+
+@contextmanager
+def _logs_above(console: Console) -> Iterator[None]:
+    """Log lines print through the live display's console, so they land above the bar instead of
+    being written into it."""
+    handlers = _rich_log_handlers()
+    own = [handler.console for handler in handlers]
+    for handler in handlers:
+        handler.console = console
+    try:
+        yield
+    finally:
+        for handler, previous in zip(handlers, own, strict=True):
+            handler.console = previous

@@ -72,3 +72,19 @@ def test_base_url_that_is_not_a_url_exits_2_with_a_clear_message() -> None:
 def test_missing_file_exits_2() -> None:
     done = run_cli("transcribe", "no/such/file.wav")
     assert done.returncode == 2 and "no/such/file.wav" in done.stderr
+
+
+def test_prefect_analytics_are_off_in_the_cli_unless_the_user_set_them() -> None:
+    code = (
+        "import os, sys\n"
+        "sys.argv = ['invox-batch', '--help']\n"
+        "from invox_batch.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('ANALYTICS=' + os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    unset = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "ANALYTICS=false" in unset.stdout, unset.stderr
+    chosen = {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
+    kept = subprocess.run([sys.executable, "-c", code], env=chosen, capture_output=True, text=True)
+    assert "ANALYTICS=true" in kept.stdout, kept.stderr

@@ -64,3 +64,36 @@ def test_progress_display_prints_plain_lines_when_not_a_terminal() -> None:
         + stream.getvalue().split("audio h; ")[1]
     )
     assert stream.getvalue().count("\n") == 1
+
+
+def test_log_lines_print_above_the_live_bar_not_into_it() -> None:
+    """Prefect's console handler prints through a rich console of its own; during the display
+    it prints through the display's, so a log line never lands in the middle of the bar."""
+    import logging
+
+    from rich.console import Console
+
+    class RichHandler(logging.Handler):
+        def __init__(self, console: Console) -> None:
+            super().__init__()
+            self.console = console
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.console.print(record.getMessage())
+
+    stream, elsewhere = io.StringIO(), io.StringIO()
+    handler = RichHandler(Console(file=elsewhere, force_terminal=True))
+    logger = logging.getLogger("invox_batch.tests.progress")
+    logger.addHandler(handler)
+    try:
+        tracker = ProgressTracker(2)
+        with progress_display(stream, force_terminal=True):
+            tracker.begin()
+            logger.warning("a log line")
+            tracker.finish("completed", 1.0, began=True)
+        logger.warning("after the display")
+    finally:
+        logger.removeHandler(handler)
+    assert "a log line" in stream.getvalue() and "a log line" not in elsewhere.getvalue()
+    assert "after the display" in elsewhere.getvalue()
+    assert handler.console.file is elsewhere
