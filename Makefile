@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 # the 20 s default start-up margin.
 export PREFECT_HOME := $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 60
 
 .PHONY: install run test lint format sandbox asr-quality bench clean chromium serve stop

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Prefect state stays inside the project and quiet offline (set before anything imports prefect).
 os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
 # Sandboxes in tests (and the CLI subprocesses they start) finish jobs without the ~2 s default.
 os.environ.setdefault("INVOX_SANDBOX_FAULTS__PROCESSING_DELAY_S", "[0, 0]")

@@ -71,6 +71,7 @@ def quiet_task_logs() -> None:
 
 def main() -> None:
     """Console-script entry point; offline-friendly Prefect defaults unless the user set them."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # the server's analytics
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # the SDK's own (Prefect 3.9), which prints a notice
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
     app()

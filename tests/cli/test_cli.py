@@ -81,10 +81,12 @@ def test_prefect_analytics_are_off_in_the_cli_unless_the_user_set_them() -> None
         "from invox_batch.cli import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('ANALYTICS=' + os.environ['PREFECT_SERVER_ANALYTICS_ENABLED'])\n"
+        "print('DO_NOT_TRACK=' + os.environ['DO_NOT_TRACK'])\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_ANALYTICS_ENABLED"}
+    chosen_by_user = ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")
+    env = {k: v for k, v in os.environ.items() if k not in chosen_by_user}
     unset = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert "ANALYTICS=false" in unset.stdout, unset.stderr
+    assert "ANALYTICS=false" in unset.stdout and "DO_NOT_TRACK=1" in unset.stdout, unset.stderr
     chosen = {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
     kept = subprocess.run([sys.executable, "-c", code], env=chosen, capture_output=True, text=True)
     assert "ANALYTICS=true" in kept.stdout, kept.stderr
