@@ -63,9 +63,9 @@ def test_check_writable_leaves_nothing_behind_and_creates_no_folder(tmp_path: Pa
 
 def test_check_writable_refuses_a_folder_under_a_file_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
-    with pytest.raises(ConfigurationError, match="output folder .* is not a folder$"):
+    with pytest.raises(ConfigurationError, match=r"output folder .* is not a folder$"):
         Output.parse(str(tmp_path / "afile" / "out")).check_writable()
-    with pytest.raises(ConfigurationError, match="^cannot write to the state folder"):
+    with pytest.raises(ConfigurationError, match=r"^cannot write to the state folder"):
         Output.parse(str(tmp_path / "out")).check_writable(str(tmp_path / "afile" / "s"))
 
 
