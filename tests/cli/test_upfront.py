@@ -115,7 +115,7 @@ def test_the_flow_itself_refuses_an_unwritable_output_before_any_call(
     from flows.transcribe_batch import transcribe_batch
 
     state: Any = asyncio.run(
-        transcribe_batch(manifest=str(manifest), out=str(under_a_file), return_state=True)  # type: ignore[arg-type]
+        transcribe_batch(manifest=str(manifest), out=str(under_a_file), return_state=True)
     )
     assert state.is_failed() and "cannot write to the output folder" in str(state.message)
     assert no_calls(sandbox)

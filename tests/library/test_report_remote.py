@@ -89,3 +89,10 @@ def test_report_reads_what_a_run_wrote_to_s3(
     assert done.exit_code == 0, done.output
     assert "no Parquet dataset" not in done.output and "| status: completed | 3 |" in done.output
     assert first.flow_run_id in done.output
+
+
+def test_the_up_front_write_test_of_an_s3_output_leaves_nothing(s3: Any, tmp_path: Path) -> None:
+    from invox_batch.output import Output
+
+    Output.parse("s3://invox-report/checked").check_writable(str(tmp_path / "state"))
+    assert s3.find("invox-report", refresh=True) == []
