@@ -77,7 +77,7 @@ class Output:
                 raise ConfigurationError(
                     f"cannot write to the output {self.uri}: {_one_line(exc)}"
                 ) from None
-        state = Path(result_storage).expanduser() if result_storage else self.default_state_dir()
+        state = Path(result_storage) if result_storage else self.default_state_dir()
         _check_local(state, "state folder")
 
     def location(self, relative: Path) -> str:

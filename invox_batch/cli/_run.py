@@ -180,7 +180,9 @@ def _exit_status(summary: dict[str, Any]) -> int:
 @app.command()
 def run(
     manifest: Annotated[str, typer.Argument(help="Manifest path or URI (.csv, .jsonl, .parquet).")],
-    out: Annotated[str, typer.Option(help="Output folder or URI of the Parquet dataset.")] = "out",
+    out: Annotated[
+        str, typer.Option(help="Output folder or URI of the Parquet dataset; test-written first.")
+    ] = "out",
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Files in flight.")] = 8,
     force: Annotated[bool, typer.Option(help="Resubmit everything, even completed files.")] = False,
     poll_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per job.")] = 900.0,
