@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,23 @@ class Output:
         base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
         return base / "invox-batch" / hashlib.sha256(self.uri.encode()).hexdigest()[:16]
 
+    def check_writable(self, result_storage: str | None = None) -> None:
+        """Refuse, before anything is paid for, an output or state location that cannot be written."""
+        if self.local is not None:
+            _check_local(self.local, "output folder")
+        else:
+            target = f"{self.root}/.invox-write-check-{uuid.uuid4().hex}"
+            try:
+                self.fs.makedirs(self.root, exist_ok=True)
+                self.fs.pipe_file(target, b"")
+                self.fs.rm(target)
+            except Exception as exc:  # any backend's failure: say it in one line
+                raise ConfigurationError(
+                    f"cannot write to the output {self.uri}: {_one_line(exc)}"
+                ) from None
+        state = Path(result_storage) if result_storage else self.default_state_dir()
+        _check_local(state, "state folder")
+
     def location(self, relative: Path) -> str:
         """What to tell the user: the final path or URI of a file written under ``relative``."""
         if self.local is not None:
@@ -92,3 +111,25 @@ class Output:
         if not self.fs.exists(target):
             return None
         return str(self.fs.cat_file(target).decode())
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one short line (backends put newlines and XML in their messages)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(f"{type(exc).__name__}: {text}".split())[:300]
+
+
+def _check_local(path: Path, what: str) -> None:
+    """A test write of a hidden temp file in ``path`` or, while it does not exist yet, in its
+    nearest existing ancestor (nothing is created that the run would not create)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigurationError(f"cannot write to the {what} {path}: {existing} is not a folder")
+    try:
+        handle, name = tempfile.mkstemp(prefix=".invox-write-check-", dir=existing)
+        os.close(handle)
+        os.unlink(name)
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write to the {what} {path}: {_one_line(exc)}") from None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from invox import InvoxSettings
 
@@ -46,8 +48,12 @@ def fail_usage(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def problems(exc: ValidationError, prefix: str) -> str:
+def problems(exc: ValidationError | SettingsError, prefix: str) -> str:
     """One line naming each bad setting, e.g. ``INVOX_SANDBOX_FAULTS.rate_503.token: ...``."""
+    if isinstance(exc, SettingsError):  # a value that must be JSON and is not
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = field.group(1).upper() if field else "?"
+        return f"{prefix}{name}: not valid JSON for this setting"
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error["loc"]).upper().replace(".", "__", 1)
@@ -60,7 +66,7 @@ def client_settings() -> InvoxSettings:
     """Read INVOX_* settings, turning validation errors into one readable line."""
     try:
         return InvoxSettings()
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         raise fail_usage(problems(exc, "INVOX_")) from None
 
 

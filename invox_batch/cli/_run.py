@@ -8,10 +8,11 @@ import math
 import os
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from invox import (
     InvoxClient,
@@ -34,10 +35,14 @@ from ._app import (
     app,
     client_settings,
     fail_usage,
+    problems,
     quiet_task_logs,
     say,
 )
 from ._sandbox import resolve_api
+
+if TYPE_CHECKING:
+    from sandbox.settings import SandboxSettings
 
 __all__ = ["run", "transcribe"]
 
@@ -208,7 +213,9 @@ def _exit_status(summary: dict[str, Any]) -> int:
 @app.command()
 def run(
     manifest: Annotated[str, typer.Argument(help="Manifest path or URI (.csv, .jsonl, .parquet).")],
-    out: Annotated[str, typer.Option(help="Output folder or URI of the Parquet dataset.")] = "out",
+    out: Annotated[
+        str, typer.Option(help="Output folder or URI of the Parquet dataset; test-written first.")
+    ] = "out",
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Files in flight.")] = 8,
     force: Annotated[bool, typer.Option(help="Resubmit everything, even completed files.")] = False,
     poll_timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per job.")] = 900.0,
@@ -245,18 +252,27 @@ def run(
     from ..progress import progress_display
 
     _file_permissions(shared_files)
+    # Everything checkable is checked before anything starts or is paid for: flags, settings,
+    # the manifest, then test writes of the output and state locations. Each refusal: exit 2.
+    if not out.strip():
+        raise fail_usage("--out is empty: give a folder or URI for the dataset")
+    for flag, number in (("--poll-timeout", poll_timeout), ("--callback-grace", callback_grace)):
+        if not math.isfinite(number):
+            raise fail_usage(f"{flag} must be a finite number of seconds")
     if max_audio_hours is not None and not (math.isfinite(max_audio_hours) and max_audio_hours > 0):
         raise fail_usage("--max-audio-hours must be a positive number of hours")
     try:
-        read_manifest(manifest)
-        output = Output.parse(out)
-    except ManifestError as exc:
-        raise fail_usage(str(exc)) from None
-    except InvoxError as exc:
-        raise fail_usage(f"--out: {exc.message}") from None
-    if output.local and output.local.exists() and not output.local.is_dir():
-        raise fail_usage(f"--out {out} is a file; give a folder for the dataset")
-    settings = _credentials_checked(client_settings())
+        groups: dict[str, Any] = {
+            "spend": Spend(
+                max_audio_hours=max_audio_hours, max_resubmits=max_resubmits, force=force
+            ),
+            "polling": Polling(poll_timeout_s=poll_timeout),
+            "captions": Captions(vtt=vtt, srt=srt),
+            "scale": Scale(max_concurrency=concurrency),
+            "state": StateStorage(result_storage=result_storage),
+        }
+    except ValidationError as exc:
+        raise fail_usage(_flag_problems(exc)) from None
     if api_version:
         try:
             InvoxSettings(api_version=api_version)  # validate only: keep the checked credential
@@ -268,27 +284,30 @@ def run(
         except InvoxError as exc:
             raise fail_usage(f"--callback-url: {exc.message}") from None
     try:
+        read_manifest(manifest)
+        output = Output.parse(out)
+    except ManifestError as exc:
+        raise fail_usage(str(exc)) from None
+    except InvoxError as exc:
+        raise fail_usage(f"--out: {exc.message}") from None
+    if output.local and output.local.exists() and not output.local.is_dir():
+        raise fail_usage(f"--out {out} is a file; give a folder for the dataset")
+    settings = client_settings()
+    sandbox = None if settings.base_url else _sandbox_settings()
+    settings = _credentials_checked(settings)
+    try:
         hybrid = callback_options(
             settings, completion, callback_grace, callback_store, callback_listen, callback_url
         )
+        groups["callbacks"] = Callbacks(callback_url=callback_url, **hybrid)
+        output.check_writable(result_storage)
     except InvoxError as exc:
         raise fail_usage(exc.message) from None
-    try:
-        groups = {
-            "spend": Spend(
-                max_audio_hours=max_audio_hours, max_resubmits=max_resubmits, force=force
-            ),
-            "polling": Polling(poll_timeout_s=poll_timeout),
-            "callbacks": Callbacks(callback_url=callback_url, **hybrid),
-            "captions": Captions(vtt=vtt, srt=srt),
-            "scale": Scale(max_concurrency=concurrency),
-            "state": StateStorage(result_storage=result_storage),
-        }
     except ValidationError as exc:
         raise fail_usage(_flag_problems(exc)) from None
     quiet_task_logs()
     try:
-        with resolve_api(settings, say) as resolved, progress_display():
+        with resolve_api(settings, say, sandbox) as resolved, progress_display():
             _export_api(resolved)
             state: Any = asyncio.run(
                 cast(
@@ -331,6 +350,18 @@ def _flag_problems(exc: ValidationError) -> str:
         for error in exc.errors()
         for name in [str(error["loc"][-1]) if error["loc"] else "value"]
     )
+
+
+def _sandbox_settings() -> SandboxSettings | None:
+    """The embedded sandbox's INVOX_SANDBOX_* settings, refused in one line before it starts."""
+    try:
+        from sandbox.settings import SandboxSettings
+    except ImportError:
+        return None  # resolve_api says how to install it
+    try:
+        return SandboxSettings()
+    except (ValidationError, SettingsError) as exc:
+        raise fail_usage(problems(exc, "INVOX_SANDBOX_")) from None
 
 
 def _file_permissions(shared: bool) -> None:

@@ -74,7 +74,9 @@ def validate(
 
 @app.command()
 def report(
-    out: Annotated[str, typer.Argument(help="Output folder of `invox-batch run`.")],
+    out: Annotated[
+        str, typer.Argument(help="Output folder or URI (s3://...) of `invox-batch run`.")
+    ],
     run: Annotated[str | None, typer.Option("--run", help="Only this flow run id.")] = None,
     html: Annotated[
         Path | None, typer.Option(help="Also write a self-contained HTML report.")

@@ -8,7 +8,10 @@ from typing import Any
 
 import duckdb
 
+from invox import InvoxError
+
 from ..errors import ReportError
+from ..output import Output
 
 # Plots draw at most this many rows (the newest); the numbers always cover every row.
 PLOT_ROW_CAP = 20_000
@@ -41,11 +44,28 @@ class RunReport:
         return sum(self.statuses.values())
 
 
-def _source(out: str | Path, parts: str) -> str:
-    """The files table as a DuckDB relation over the matching parts of every run-date partition."""
-    pattern = f"{str(out).rstrip('/')}/files/*/{parts}".replace("'", "''")
+def _part_files(out: str | Path, parts: str) -> tuple[list[str], Any]:
+    """The ``files`` parts named ``parts`` under any location ``run`` writes, as paths DuckDB
+    reads, and the fsspec filesystem DuckDB must read them through (None for a local folder)."""
+    try:
+        output = Output.parse(str(out))
+    except InvoxError as exc:
+        raise ReportError(exc.message) from None
+    if output.local is not None:
+        return sorted(str(p) for p in output.local.glob(f"files/*/{parts}")), None
+    try:
+        found = output.fs.glob(f"{output.root}/files/*/{parts}")
+    except Exception as exc:  # any backend's failure (credentials, network): one line
+        text = " ".join(str(exc).split())[:200]
+        raise ReportError(f"cannot read {out}: {type(exc).__name__}: {text}") from None
+    return sorted(output.fs.unstrip_protocol(p) for p in found), output.fs
+
+
+def _source(files: list[str]) -> str:
+    """The files table as a DuckDB relation over the given parts of every run-date partition."""
+    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
     return (
-        f"(SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+        f"(SELECT * FROM read_parquet([{paths}], hive_partitioning = true, "
         "union_by_name = true) WHERE $run IS NULL OR flow_run_id = $run)"
     )
 
@@ -114,13 +134,17 @@ def _failed(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[d
 
 def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
     """Aggregate the dataset under ``out`` (one run with ``run_id``); raises ReportError."""
-    if not any(Path(out).glob("files/*/*.parquet")):
+    every, fs = _part_files(out, "*.parquet")
+    if not every:
         raise ReportError(f"no Parquet dataset under {out}/files: run `invox-batch run` first")
     parts = f"{run_id}.parquet" if run_id else "*.parquet"  # a run's rows are in its own parts
-    if not any(Path(out).glob(f"files/*/{parts}")):
+    files = _part_files(out, parts)[0] if run_id else every
+    if not files:
         raise ReportError(f"run {run_id} is not in {out}: see `invox-batch report {out}`")
-    src = _source(out, parts)
+    src = _source(files)
     with duckdb.connect() as con:
+        if fs is not None:
+            con.register_filesystem(fs)  # DuckDB reads s3://, gs://, memory://... through fsspec
         runs = _runs(con, src, run_id)
         if not runs:
             raise ReportError(f"run {run_id} is not in {out}: see `invox-batch report {out}`")

@@ -52,3 +52,41 @@ def test_a_run_to_a_remote_uri_publishes_whole_parts_and_reruns_from_cache(
 
     second = run_flow(sandbox, manifest, Path("unused"), out_uri=out, result_storage=str(state))
     assert second.calls == {"token": 0, "presign": 0, "upload": 0, "status": 0}
+
+
+def test_check_writable_leaves_nothing_behind_and_creates_no_folder(tmp_path: Path) -> None:
+    Output.parse(str(tmp_path / "new" / "out")).check_writable(str(tmp_path / "state"))
+    assert list(tmp_path.iterdir()) == []
+    Output.parse(str(tmp_path)).check_writable()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_writable_refuses_a_folder_under_a_file_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigurationError, match=r"output folder .* is not a folder$"):
+        Output.parse(str(tmp_path / "afile" / "out")).check_writable()
+    with pytest.raises(ConfigurationError, match=r"^cannot write to the state folder"):
+        Output.parse(str(tmp_path / "out")).check_writable(str(tmp_path / "afile" / "s"))
+
+
+def test_check_writable_test_writes_a_remote_output_and_deletes_the_file(tmp_path: Path) -> None:
+    fs = fsspec.filesystem("memory")
+    Output.parse("memory://check-bucket/out").check_writable(str(tmp_path / "state"))
+    assert fs.find("/check-bucket") == []
+
+
+def test_a_remote_write_failure_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = Output.parse("memory://check-bucket/refused")
+
+    def refuse(path: str, value: bytes) -> None:
+        raise PermissionError("Access Denied\n<Error>...</Error>")
+
+    monkeypatch.setattr(output.fs, "pipe_file", refuse)
+    with pytest.raises(ConfigurationError) as caught:
+        output.check_writable(str(tmp_path / "state"))
+    assert caught.value.message.startswith(
+        "cannot write to the output memory://check-bucket/refused"
+    )
+    assert "\n" not in caught.value.message
