@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
-from pydantic_settings import SettingsError
 
 from invox import (
     InvoxClient,
@@ -35,14 +34,13 @@ from ._app import (
     app,
     client_settings,
     fail_usage,
-    problems,
     quiet_task_logs,
     say,
 )
-from ._sandbox import resolve_api
+from ._sandbox import resolve_api, sandbox_settings
 
 if TYPE_CHECKING:
-    from sandbox.settings import SandboxSettings
+    pass
 
 __all__ = ["run", "transcribe"]
 
@@ -106,8 +104,9 @@ def transcribe(
     if missing:
         raise fail_usage(f"not a readable file: {', '.join(missing)}")
     settings = client_settings()
+    sandbox = None if settings.base_url else sandbox_settings()
     try:
-        with resolve_api(settings, say) as resolved:
+        with resolve_api(settings, say, sandbox) as resolved:
             outcomes = asyncio.run(_transcribe_all(resolved, files, concurrency, timeout))
     except InvoxError as exc:
         raise fail_usage(exc.message) from None
@@ -293,7 +292,7 @@ def run(
     if output.local and output.local.exists() and not output.local.is_dir():
         raise fail_usage(f"--out {out} is a file; give a folder for the dataset")
     settings = client_settings()
-    sandbox = None if settings.base_url else _sandbox_settings()
+    sandbox = None if settings.base_url else sandbox_settings()
     settings = _credentials_checked(settings)
     try:
         hybrid = callback_options(
@@ -350,18 +349,6 @@ def _flag_problems(exc: ValidationError) -> str:
         for error in exc.errors()
         for name in [str(error["loc"][-1]) if error["loc"] else "value"]
     )
-
-
-def _sandbox_settings() -> SandboxSettings | None:
-    """The embedded sandbox's INVOX_SANDBOX_* settings, refused in one line before it starts."""
-    try:
-        from sandbox.settings import SandboxSettings
-    except ImportError:
-        return None  # resolve_api says how to install it
-    try:
-        return SandboxSettings()
-    except (ValidationError, SettingsError) as exc:
-        raise fail_usage(problems(exc, "INVOX_SANDBOX_")) from None
 
 
 def _file_permissions(shared: bool) -> None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import SecretStr, ValidationError
+from pydantic_settings import SettingsError
 
 from invox import ConfigurationError, InvoxSettings
 
@@ -18,7 +19,7 @@ from ._app import app, fail_usage, problems
 if TYPE_CHECKING:
     from sandbox.settings import SandboxSettings
 
-__all__ = ["NO_SANDBOX", "resolve_api", "sandbox"]
+__all__ = ["NO_SANDBOX", "resolve_api", "sandbox", "sandbox_settings"]
 
 # The embedded sandbox listens on a new port each run; its results are still "the same API"
 # (per processing mode: instant transcripts must never stand in for recognised ones).
@@ -127,6 +128,7 @@ def sandbox(
 ) -> None:
     """Serve the local Invox API double (INVOX_SANDBOX_* variables set the defaults)."""
     from sandbox.server import serve
+    from sandbox.settings import SandboxSettings
 
     overrides: dict[str, Any] = {
         k: v
@@ -158,6 +160,18 @@ def sandbox(
         settings = SandboxSettings.model_validate(
             {**base.model_dump(), **overrides, "faults": faults.model_dump()}
         )
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         raise fail_usage(problems(exc, "INVOX_SANDBOX_")) from None
     serve(settings, host=host, port=port)
+
+
+def sandbox_settings() -> SandboxSettings | None:
+    """The embedded sandbox's INVOX_SANDBOX_* settings, refused in one line before it starts."""
+    try:
+        from sandbox.settings import SandboxSettings
+    except ImportError:
+        return None  # resolve_api says how to install it
+    try:
+        return SandboxSettings()
+    except (ValidationError, SettingsError) as exc:
+        raise fail_usage(problems(exc, "INVOX_SANDBOX_")) from None

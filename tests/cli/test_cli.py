@@ -90,3 +90,37 @@ def test_prefect_analytics_are_off_in_the_cli_unless_the_user_set_them() -> None
     chosen = {**env, "PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
     kept = subprocess.run([sys.executable, "-c", code], env=chosen, capture_output=True, text=True)
     assert "ANALYTICS=true" in kept.stdout, kept.stderr
+
+
+def test_the_sandbox_command_serves_the_double_and_refuses_bad_settings_in_one_line() -> None:
+    import socket
+
+    import httpx
+
+    from ..helpers import wait_until
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    command = [sys.executable, "-m", "invox_batch", "sandbox", "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/_sandbox/stats").status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, timeout_s=60)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    env = {**os.environ, "INVOX_SANDBOX_FAULTS": "notjson"}
+    refused = subprocess.run(
+        [*command[:-1], "0"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "error: INVOX_SANDBOX_FAULTS: not valid JSON for this setting"
+    ]
