@@ -249,6 +249,7 @@ def run(
     from flows.transcribe_batch import transcribe_batch
 
     from ..progress import progress_display
+    from ._prefect import prefect_api
 
     _file_permissions(shared_files)
     # Everything checkable is checked before anything starts or is paid for: flags, settings,
@@ -306,7 +307,7 @@ def run(
         raise fail_usage(_flag_problems(exc)) from None
     quiet_task_logs()
     try:
-        with resolve_api(settings, say, sandbox) as resolved, progress_display():
+        with resolve_api(settings, say, sandbox) as resolved, prefect_api(), progress_display():
             _export_api(resolved)
             state: Any = asyncio.run(
                 cast(
