@@ -1,4 +1,4 @@
-"""``run`` (the flow over a manifest) and ``transcribe`` (a quick end-to-end check of the client)."""
+"""``run``: the flow over a manifest."""
 
 from __future__ import annotations
 
@@ -8,23 +8,20 @@ import math
 import os
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
 
 from invox import (
-    InvoxClient,
     InvoxError,
     InvoxSettings,
-    PollPolicy,
-    Transcription,
     check_callback_url,
 )
 
 from ..callbacks import callback_options
 from ..files import PRIVATE_FILES_ENV, private_files
-from ..manifest import FORMATS, ManifestError, read_manifest
+from ..manifest import ManifestError, read_manifest
 from ..output import Output
 from ..parameters import Callbacks, Captions, Polling, Scale, Spend, StateStorage
 from ._app import (
@@ -39,80 +36,7 @@ from ._app import (
 )
 from ._sandbox import resolve_api, sandbox_settings
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["run", "transcribe"]
-
-
-def _expand(inputs: list[Path]) -> list[Path]:
-    """Audio paths from the arguments; a manifest argument contributes its audio files."""
-    files: list[Path] = []
-    for item in inputs:
-        if item.suffix.lower() not in FORMATS:
-            files.append(item)
-            continue
-        try:
-            files.extend(Path(row.location) for row in read_manifest(str(item)).rows)
-        except ManifestError as exc:
-            raise fail_usage(str(exc)) from None
-    return files
-
-
-async def _transcribe_all(
-    settings: InvoxSettings, files: list[Path], concurrency: int, timeout_s: float
-) -> list[tuple[Path, Transcription | InvoxError]]:
-    """Run the whole presign → upload → poll sequence for each file, a few at a time."""
-    gate = asyncio.Semaphore(concurrency)
-    policy = PollPolicy(timeout_s=timeout_s, first_delay_s=0.5, max_delay_s=5.0)
-    async with InvoxClient(settings) as client:
-        await client.authenticate()
-
-        async def one(path: Path) -> tuple[Path, Transcription | InvoxError]:
-            async with gate:
-                try:
-                    return path, await client.transcribe_file(path, policy=policy)
-                except InvoxError as exc:
-                    return path, exc
-
-        return await asyncio.gather(*(one(p) for p in files))
-
-
-def _report(path: Path, outcome: Transcription | InvoxError) -> bool:
-    """Print one file's outcome; True when it completed."""
-    if isinstance(outcome, InvoxError):
-        typer.echo(f"{path.name}: failed [{outcome.error_type}] {outcome.message}")
-        return False
-    if outcome.status == "ERROR":
-        typer.echo(f"{path.name}: failed [provider_error] {outcome.error_message or ''}")
-        return False
-    typer.echo(f"{path.name} ({outcome.request_id}): {outcome.text}")
-    return True
-
-
-@app.command()
-def transcribe(
-    inputs: Annotated[
-        list[Path], typer.Argument(help="Audio files, or manifests (.csv, .jsonl, .parquet).")
-    ],
-    concurrency: Annotated[int, typer.Option(min=1, help="Files in flight at once.")] = 4,
-    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per result.")] = 300.0,
-) -> None:
-    """Transcribe files through the client and print each transcript (a quick end-to-end check)."""
-    files = _expand(inputs)
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise fail_usage(f"not a readable file: {', '.join(missing)}")
-    settings = client_settings()
-    sandbox = None if settings.base_url else sandbox_settings()
-    try:
-        with resolve_api(settings, say, sandbox) as resolved:
-            outcomes = asyncio.run(_transcribe_all(resolved, files, concurrency, timeout))
-    except InvoxError as exc:
-        raise fail_usage(exc.message) from None
-    completed = [_report(path, outcome) for path, outcome in outcomes]
-    say(f"{sum(completed)} of {len(completed)} files transcribed")
-    raise typer.Exit(EXIT_OK if all(completed) else EXIT_FAILED_ROWS)
+__all__ = ["run"]
 
 
 def _credentials_checked(settings: InvoxSettings) -> InvoxSettings:
