@@ -77,8 +77,8 @@ async def transcribe_batch(
     started = time.monotonic()
     _freeze_long_lived_objects()
     output, settings = Output.parse(out), await _run_settings(api_version)
-    output.check_writable(state.result_storage)  # before any audio is read or paid for
-    state_dir = Path(state.result_storage) if state.result_storage else output.default_state_dir()
+    output.check_writable(state.result_storage, state.local_ledger)  # before anything is paid
+    state_dir = output.state_dir(state.result_storage, state.local_ledger)
     parsed = read_manifest(manifest)
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)

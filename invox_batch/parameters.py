@@ -6,7 +6,9 @@ pydantic, wherever it comes from; a shard derives its parameters with ``model_co
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -139,8 +141,28 @@ class StateStorage(_Group):
     """Where the never-pay-twice records live, and how long results are remembered."""
 
     result_storage: str | None = Field(
-        None, description="Folder for the never-pay-twice records; empty: <out>/.state."
+        None, description="Local folder for the never-pay-twice records; empty: <out>/.state."
+    )
+    local_ledger: bool = Field(
+        False, description="With a remote out: keep the records on this machine on purpose."
     )
     cache_expiration_days: Positive | None = Field(
         None, description="Forget completed results after this many days."
     )
+
+    @field_validator("result_storage")
+    @classmethod
+    def _a_local_folder(cls, folder: str | None) -> str | None:
+        """The records are files on a local or mounted disk: a URI would become a folder
+        literally named ``s3:`` and the next machine would pay again."""
+        if not folder:
+            return None
+        scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", folder)
+        if scheme is None:
+            return folder
+        if scheme.group(1).lower() == "file":
+            return unquote(urlsplit(folder).path)
+        raise ValueError(
+            f"must be a local folder, not a {scheme.group(1)}:// URI (the never-pay-twice "
+            "records live on a local or mounted disk)"
+        )

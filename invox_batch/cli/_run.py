@@ -165,6 +165,9 @@ def run(
         float | None, typer.Option(help="Cap on new audio submitted, in hours.")
     ] = None,
     srt: Annotated[bool, typer.Option(help="Write <out>/captions/<file_id>.srt.")] = False,
+    local_ledger: Annotated[
+        bool, typer.Option(help="Remote --out: keep the never-pay-twice records on this machine.")
+    ] = False,
     shared_files: Annotated[
         bool, typer.Option(help="New files follow the umask instead of owner-only.")
     ] = False,
@@ -193,7 +196,7 @@ def run(
             "polling": Polling(poll_timeout_s=poll_timeout),
             "captions": Captions(vtt=vtt, srt=srt),
             "scale": Scale(max_concurrency=concurrency),
-            "state": StateStorage(result_storage=result_storage),
+            "state": StateStorage(result_storage=result_storage, local_ledger=local_ledger),
         }
     except ValidationError as exc:
         raise fail_usage(_flag_problems(exc)) from None
@@ -224,7 +227,7 @@ def run(
             settings, completion, callback_grace, callback_store, callback_listen, callback_url
         )
         groups["callbacks"] = Callbacks(callback_url=callback_url, **hybrid)
-        output.check_writable(result_storage)
+        output.check_writable(groups["state"].result_storage, local_ledger)
     except InvoxError as exc:
         raise fail_usage(exc.message) from None
     except ValidationError as exc:
