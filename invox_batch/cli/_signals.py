@@ -131,8 +131,9 @@ class SignalStop:
             self.signum = signum
             self._exit_now()
         self.signum = signum
+        name = signal.Signals(signum).name
         _quiet_consoles()
-        self.stop.request(signal.Signals(signum).name)
+        self.stop.request(name)
         self._timers = [
             threading.Timer(CUT_AFTER_S, self._cut),
             threading.Timer(EXIT_AFTER_S, self._exit_now),
@@ -142,6 +143,10 @@ class SignalStop:
             timer.start()
         if not self._waiting:
             raise Interrupted(signum)
+        again = "Ctrl-C again" if signum == signal.SIGINT else f"{name} again"
+        self.say(
+            f"stopping on {name}: no new file starts, nothing is written ({again} to quit now)"
+        )
 
     def _cut(self) -> None:
         """Cancel a flow that has not stopped by itself (Prefect records the run Crashed)."""
