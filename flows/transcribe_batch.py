@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Completed, Failed
 
 from invox import ConfigurationError, InvoxSettings
 from invox_batch.callbacks import completion_for
@@ -38,6 +38,7 @@ from invox_batch.records import Outcome
 from invox_batch.report import build_run_report, report_section, summarise, write_summary
 from invox_batch.settling import Run, Unit, counted_client, settle_all
 from invox_batch.shards import take_shard
+from invox_batch.stopping import Stopped, current_stop
 from tasks.settle import OnDask, OnLoop, authenticate
 
 from .artifacts import ProgressArtifact, publish_outcomes
@@ -83,9 +84,20 @@ async def transcribe_batch(
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)
     checked = await check_all(take_shard(parsed, scale.shard), settings, state_dir)
-    run, outcomes = await _settle(
-        settings, units_of(checked), state_dir, spend, polling, retrying, callbacks, scale, state
-    )
+    try:
+        run, outcomes = await _settle(
+            settings,
+            units_of(checked),
+            state_dir,
+            spend,
+            polling,
+            retrying,
+            callbacks,
+            scale,
+            state,
+        )
+    except Stopped as stopped:  # a signal: what was accepted is on record, nothing is written
+        return Cancelled(message=str(stopped))
     staging = output.local or state_dir / "staging" / _flow_run_id()
     written = _write(staging, checked, outcomes, settings.api_version, captions, parsed)
     summary = _summary(manifest, scale, settings, checked, run, written, output, started)
@@ -153,6 +165,7 @@ async def _settle(
                     callback_url=callback_url,
                     progress=tracker,
                     calls=calls,
+                    stopping=current_stop(),
                 )
                 executor = (
                     OnDask(settings, scale.dask_address, scale.max_concurrency)

@@ -42,6 +42,7 @@ from .ledger import Generation, Ledger, confirm_landed, upload_key
 from .parameters import Polling, Retrying, Spend
 from .progress import ProgressTracker
 from .records import Outcome, ResultRecord, Segment, UploadRecord, now_iso
+from .stopping import STOP_GRACE_S, Stop, Stopped, until_stopped
 
 __all__ = [
     "CallCounter",
@@ -170,6 +171,7 @@ class Run:
         budget: BudgetPlan | None = None,
         progress: ProgressTracker | None = None,
         calls: CallCounter | None = None,
+        stopping: Stop | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -183,6 +185,7 @@ class Run:
         self.progress = progress or ProgressTracker(0)
         self.calls = calls or CallCounter(client.settings.token_path)
         self.stop: InvoxError | None = None
+        self.stopping = stopping or Stop()  # a signal's: no new file starts, uploads finish
         self.delays = retry_delays(retrying.retries, retrying.retry_base_delay_s)
         self.timer = PollTimer(prior_ratio=polling.first_poll_ratio)
         self._landed: dict[str, float] = {}  # request id -> when its upload was accepted
@@ -195,7 +198,10 @@ class Run:
 
     async def submit(self, unit: Unit, generation: int) -> UploadRecord:
         """Presign and upload; the accepted upload is on record before anything else happens."""
+        with self.stopping.step():
+            return await self._submit(unit, generation)
 
+    async def _submit(self, unit: Unit, generation: int) -> UploadRecord:
         async def presign(_: int) -> tuple[str, str]:
             slot = await self.client.generate_presigned_url(unit.mime_type, self.callback_url)
             failpoint("presign")
@@ -362,6 +368,7 @@ def _unexpected(run: Run, unit: Unit, exc: Exception) -> Outcome:
 async def settle_unit(run: Run, unit: Unit, place: Generation) -> Outcome:
     """The final outcome of one identity in this run, from the API (a slot of the gate held)."""
     async with run.gate:
+        await run.stopping.admit()
         run.progress.begin()
         if run.stop is not None:
             outcome = Outcome.failed(
@@ -402,13 +409,27 @@ async def settle_all(
         run.progress.finish(outcomes[identity].status, unit.duration_s, began=False)
     work = [(units[i], places[i]) for i in units if i not in outcomes]
     if work:
+        settling = _settle_work(run, work, executor, authenticate)
         try:
-            await authenticate()
-        except InvoxError as exc:  # refused or unreachable: every file says so, no task is sent
-            run.stop = exc
-        if run.stop is None:
-            settled = await executor(run, work)
-        else:
-            settled = [await settle_unit(run, unit, place) for unit, place in work]
+            settled = await until_stopped(settling, run.stopping, STOP_GRACE_S)
+        except Stopped as stopped:  # what was accepted is on record: a rerun goes on from there
+            done = run.progress.snapshot().done
+            raise Stopped(stopped.reason, done, len(units)) from None
         outcomes.update((unit.identity, o) for (unit, _), o in zip(work, settled, strict=True))
     return {i: outcomes[i] for i in units}
+
+
+async def _settle_work(
+    run: Run,
+    work: Sequence[Work],
+    executor: Executor,
+    authenticate: Callable[[], Awaitable[None]],
+) -> list[Outcome]:
+    """The outcomes of the files that need the API, after one check of the credential."""
+    try:
+        await authenticate()
+    except InvoxError as exc:  # refused or unreachable: every file says so, no task is sent
+        run.stop = exc
+    if run.stop is None:
+        return await executor(run, work)
+    return [await settle_unit(run, unit, place) for unit, place in work]

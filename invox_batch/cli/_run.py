@@ -24,6 +24,7 @@ from ..files import PRIVATE_FILES_ENV, private_files
 from ..manifest import ManifestError, read_manifest
 from ..output import Output
 from ..parameters import Callbacks, Captions, Polling, Scale, Spend, StateStorage
+from ..stopping import stop_scope
 from ._app import (
     EXIT_FAILED_ROWS,
     EXIT_OK,
@@ -177,6 +178,7 @@ def run(
 
     from ..progress import progress_display
     from ._prefect import prefect_api
+    from ._signals import Interrupted, SignalStop
 
     _file_permissions(shared_files)
     # Everything checkable is checked before anything starts or is paid for: flags, settings,
@@ -233,23 +235,28 @@ def run(
     except ValidationError as exc:
         raise fail_usage(_flag_problems(exc)) from None
     quiet_task_logs()
-    try:
-        with resolve_api(settings, say, sandbox) as resolved, prefect_api(), progress_display():
-            _export_api(resolved)
-            state: Any = asyncio.run(
-                cast(
-                    Coroutine[Any, Any, Any],
-                    transcribe_batch(
-                        manifest=manifest,
-                        out=out,
-                        api_version=api_version,
-                        return_state=True,
-                        **groups,
-                    ),
-                )
-            )
-    except InvoxError as exc:
-        raise fail_usage(exc.message) from None
+
+    def flow() -> Coroutine[Any, Any, Any]:
+        return cast(
+            Coroutine[Any, Any, Any],
+            transcribe_batch(
+                manifest=manifest, out=out, api_version=api_version, return_state=True, **groups
+            ),
+        )
+
+    with stop_scope() as stop, SignalStop(stop, say) as signals:
+        try:
+            with resolve_api(settings, say, sandbox) as resolved, prefect_api(), progress_display():
+                _export_api(resolved)
+                state: Any = signals.run_flow(flow)
+        except InvoxError as exc:
+            raise fail_usage(exc.message) from None
+        except (Interrupted, asyncio.CancelledError):  # stopped before the flow, or cut
+            signals.say_resume()
+            raise typer.Exit(signals.status) from None
+        if signals.signum is not None and not (state.is_completed() or state.is_failed()):
+            signals.say_resume(state.message if state.is_cancelled() else None)
+            raise typer.Exit(signals.status)
     summary = _read_summary(out, state)
     if summary is None:
         say(f"error: the run did not finish: {state.message}")
