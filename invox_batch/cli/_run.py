@@ -247,8 +247,6 @@ def run(
     ] = False,
 ) -> None:
     """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
-    from flows.transcribe_batch import transcribe_batch
-
     from ..progress import progress_display
     from ._prefect import prefect_api
     from ._signals import Interrupted, SignalStop
@@ -310,6 +308,8 @@ def run(
     quiet_task_logs()
 
     def flow() -> Coroutine[Any, Any, Any]:
+        from flows.transcribe_batch import transcribe_batch  # imported already: at once
+
         return cast(
             Coroutine[Any, Any, Any],
             transcribe_batch(
@@ -319,9 +319,13 @@ def run(
 
     with stop_scope() as stop, SignalStop(stop, say) as signals:
         try:
-            with resolve_api(settings, say, sandbox) as resolved, prefect_api(), progress_display():
+            with prefect_api() as prefect_ready, resolve_api(settings, say, sandbox) as resolved:
                 _export_api(resolved)
-                state: Any = signals.run_flow(flow)
+                import flows.transcribe_batch  # noqa: F401 (imported while Prefect's server starts)
+
+                prefect_ready()
+                with progress_display():
+                    state: Any = signals.run_flow(flow)
         except InvoxError as exc:
             raise fail_usage(exc.message) from None
         except (Interrupted, asyncio.CancelledError):  # stopped before the flow, or cut
