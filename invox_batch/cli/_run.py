@@ -173,9 +173,14 @@ def run(
         bool, typer.Option(help="New files follow the umask instead of owner-only.")
     ] = False,
 ) -> None:
-    """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
-    from flows.transcribe_batch import transcribe_batch
+    """Run the transcribe-batch flow over a manifest and write the Parquet dataset.
 
+    Exits 0 when every row completed, 1 when a row failed, 2 on a usage or configuration
+    problem (one line, nothing paid). Ctrl-C or SIGTERM stops the run within 10 s: no new
+    file starts, uploads in flight are recorded, nothing is written, exit 130 (SIGINT) or
+    143 (SIGTERM); rerun the same command to resume, paying nothing twice. A second signal
+    exits at once.
+    """
     from ..progress import progress_display
     from ._prefect import prefect_api
     from ._signals import Interrupted, SignalStop
@@ -237,6 +242,8 @@ def run(
     quiet_task_logs()
 
     def flow() -> Coroutine[Any, Any, Any]:
+        from flows.transcribe_batch import transcribe_batch  # imported already: at once
+
         return cast(
             Coroutine[Any, Any, Any],
             transcribe_batch(
@@ -246,9 +253,13 @@ def run(
 
     with stop_scope() as stop, SignalStop(stop, say) as signals:
         try:
-            with resolve_api(settings, say, sandbox) as resolved, prefect_api(), progress_display():
+            with prefect_api() as prefect_ready, resolve_api(settings, say, sandbox) as resolved:
                 _export_api(resolved)
-                state: Any = signals.run_flow(flow)
+                import flows.transcribe_batch  # noqa: F401 (imported while Prefect's server starts)
+
+                prefect_ready()
+                with progress_display():
+                    state: Any = signals.run_flow(flow)
         except InvoxError as exc:
             raise fail_usage(exc.message) from None
         except (Interrupted, asyncio.CancelledError):  # stopped before the flow, or cut

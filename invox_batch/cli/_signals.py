@@ -29,6 +29,7 @@ __all__ = ["Interrupted", "SignalStop"]
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 CUT_AFTER_S = 6.0  # a flow not stopped by then is cancelled (its run ends Crashed)
 EXIT_AFTER_S = 9.0  # the process exits by then, whatever is still running
+_WAKE_S = 0.1
 
 
 class Interrupted(BaseException):
@@ -96,7 +97,8 @@ class SignalStop:
         self._waiting = True
         try:
             thread.start()
-            thread.join()  # a signal's handler runs here, then the wait goes on
+            while thread.is_alive():  # the kernel may hand a signal to any thread: the handler
+                thread.join(_WAKE_S)  # runs on this one once it wakes
         finally:
             self._waiting = False
         if "error" in box:
