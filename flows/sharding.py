@@ -27,6 +27,8 @@ from invox_batch.parameters import Callbacks, Scale, Spend
 from invox_batch.report import summary_markdown, write_summary
 from invox_batch.shards import shard_bounds, shard_count
 
+from .events import emit_run_events
+
 __all__ = [
     "aggregate",
     "child_parameters",
@@ -221,6 +223,7 @@ async def _conclude(
     if output.is_remote:
         output.publish(staging, [path.relative_to(staging)], parent)
     await acreate_markdown_artifact(markdown=summary_markdown(summary), description="Run summary")
+    emit_run_events(summary, per_file=False)  # each shard emitted its own files' events
     problems = [f"{summary['failed']} of {summary['rows']} files failed"] * bool(summary["failed"])
     problems += [f"{len(missing)} of {len(shards)} shard runs left no summary"] * bool(missing)
     if problems:

@@ -43,6 +43,7 @@ from tasks.settle import OnDask, OnLoop, authenticate, batch_label, batches
 
 from .artifacts import ProgressArtifact, publish_outcomes
 from .credentials import with_secret_block
+from .events import emit_run_events
 from .sharding import fan_out, should_fan_out, worker_host
 
 __all__ = ["transcribe_batch"]
@@ -260,6 +261,7 @@ async def _conclude(
         shutil.rmtree(staging, ignore_errors=True)
     report_at = output.location(report.html.relative_to(staging)) if report else None
     await publish_outcomes(summary, written.rows, extra=report_section(report, report_at))
+    emit_run_events(summary)
     get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",
         summary["completed"],
