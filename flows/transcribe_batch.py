@@ -41,7 +41,7 @@ from invox_batch.shards import take_shard
 from tasks.outcomes import show_cached
 from tasks.settle import OnDask, OnLoop, authenticate, batch_label, batches
 
-from .artifacts import ProgressArtifact, publish_outcomes
+from .artifacts import ProgressArtifact, artifact_key, publish_outcomes, publish_summary
 from .credentials import with_secret_block
 from .events import emit_run_events
 from .sharding import fan_out, should_fan_out, worker_host
@@ -85,8 +85,18 @@ async def transcribe_batch(
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)
     checked = await check_all(take_shard(parsed, scale.shard), settings, state_dir)
+    progress_key = artifact_key(manifest, "progress", scale.shard)
     run, outcomes = await _settle(
-        settings, units_of(checked), state_dir, spend, polling, retrying, callbacks, scale, state
+        settings,
+        units_of(checked),
+        state_dir,
+        spend,
+        polling,
+        retrying,
+        callbacks,
+        scale,
+        state,
+        progress_key,
     )
     staging = output.local or state_dir / "staging" / _flow_run_id()
     written = _write(staging, checked, outcomes, settings.api_version, captions, parsed)
@@ -124,6 +134,7 @@ async def _settle(
     callbacks: Callbacks,
     scale: Scale,
     state: StateStorage,
+    progress_key: str,
 ) -> tuple[Run, dict[str, Outcome]]:
     """Every unit's outcome, settled on the flow's loop or on Dask, in the run's completion mode."""
     get_run_logger().info("%d unique audio files to settle", len(units))
@@ -132,7 +143,10 @@ async def _settle(
     tracker = ProgressTracker(len(units))
     store = Path(callbacks.callback_store) if callbacks.callback_store else state_dir / "callbacks"
     try:
-        async with counted_client(settings) as (client, calls), ProgressArtifact(tracker):
+        async with (
+            counted_client(settings) as (client, calls),
+            ProgressArtifact(tracker, progress_key),
+        ):
             with completion_for(
                 callbacks.completion,
                 grace_s=callbacks.callback_grace_s,
@@ -260,7 +274,9 @@ async def _conclude(
         output.publish(staging, [p.relative_to(staging) for p in every], flow_run_id)
         shutil.rmtree(staging, ignore_errors=True)
     report_at = output.location(report.html.relative_to(staging)) if report else None
-    await publish_outcomes(summary, written.rows, extra=report_section(report, report_at))
+    manifest, shard = summary["manifest"], summary["shard"] or ""
+    await publish_outcomes(summary, written.rows, manifest, shard)
+    await publish_summary(summary, manifest, shard, extra=report_section(report, report_at))
     emit_run_events(summary)
     get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",

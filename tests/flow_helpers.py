@@ -185,3 +185,16 @@ async def invox_events(flow_run_id: str, timeout_s: float = 30.0) -> list[Any]:
             if time.monotonic() > deadline:
                 raise AssertionError(f"no invox-batch.run.finished event for {flow_run_id}")
             await asyncio.sleep(0.25)
+
+
+ARTIFACT_KINDS = ("failed-files", "progress", "files", "summary")
+
+
+def by_kind(artifacts: list[Any]) -> dict[str, Any]:
+    """A run's artifacts by the kind their key ends with (every one must have a key)."""
+    found: dict[str, Any] = {}
+    for artifact in artifacts:
+        assert artifact.key, f"an artifact without a key: {artifact.description}"
+        kind = next(k for k in ARTIFACT_KINDS if artifact.key.endswith(f"-{k}"))
+        found[kind] = artifact
+    return found
