@@ -15,11 +15,12 @@ from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from invox import ConfigurationError, InvoxSettings
+from invox import ConfigurationError, InvoxError, InvoxSettings
 from invox_batch.callbacks import completion_for
 from invox_batch.captions import write_run_captions
 from invox_batch.checks import Checked, check_all, units_of
 from invox_batch.dataset import file_row, segment_rows, write_run
+from invox_batch.errors import InvoxBatchError
 from invox_batch.ledger import Ledger
 from invox_batch.manifest import Manifest, read_manifest
 from invox_batch.output import Output
@@ -78,10 +79,10 @@ async def transcribe_batch(
     """
     started = time.monotonic()
     _freeze_long_lived_objects()
-    output, settings = Output.parse(out), await _run_settings(api_version)
-    output.check_writable(state.result_storage)  # before any audio is read or paid for
-    state_dir = Path(state.result_storage) if state.result_storage else output.default_state_dir()
-    parsed = read_manifest(manifest)
+    try:
+        output, settings, state_dir, parsed = await _inputs(manifest, out, api_version, state)
+    except (InvoxBatchError, InvoxError) as exc:
+        return _refused(exc)
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)
     checked = await check_all(take_shard(parsed, scale.shard), settings, state_dir)
@@ -110,6 +111,25 @@ def _freeze_long_lived_objects() -> None:
     if not gc.get_freeze_count():
         atexit.register(gc.unfreeze)
     gc.freeze()
+
+
+async def _inputs(
+    manifest: str, out: str, api_version: str | None, state: StateStorage
+) -> tuple[Output, InvoxSettings, Path, Manifest]:
+    """The output, API settings, state folder and manifest, each refused up front (nothing is
+    read or paid for before the output and state folders are known to be writable)."""
+    output, settings = Output.parse(out), await _run_settings(api_version)
+    output.check_writable(state.result_storage)
+    state_dir = Path(state.result_storage) if state.result_storage else output.default_state_dir()
+    return output, settings, state_dir, read_manifest(manifest)
+
+
+def _refused(exc: InvoxBatchError | InvoxError) -> State[Any]:
+    """Bad parameters or settings: one line in the log and the state message, no traceback."""
+    reason = " ".join(str(getattr(exc, "message", None) or exc).split())
+    line = f"refused before any audio was read or paid for: {reason}"
+    get_run_logger().error(line)
+    return Failed(message=line)
 
 
 async def _run_settings(api_version: str | None) -> InvoxSettings:
