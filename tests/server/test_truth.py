@@ -131,11 +131,16 @@ def test_a_run_with_a_failed_file_shows_it_in_task_runs_events_artifacts_and_the
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(60_000)
             page.goto(f"{prefect_stack.ui_url}/runs/flow-run/{run.id}")
-            page.get_by_role("tab", name="Task Runs").first.click()
-            row = page.locator("div.state-list-item", has_text="settle[f1601]").first
-            row.wait_for()
-            row.get_by_text("Failed").first.wait_for()
+            page.get_by_text("Task Runs", exact=True).first.click()
+            name = page.get_by_text("settle[f1601]", exact=True).first
+            name.wait_for()
+            # The smallest block around the failed task run's name that says Failed is its own
+            # row: it names no other task run.
+            row = name.locator("xpath=ancestor::*[contains(normalize-space(.), 'Failed')][1]")
+            text = row.inner_text()
             page.screenshot(path=str(tmp_path / "failed-task-run.png"), full_page=True)
+            (tmp_path / "failed-task-run.html").write_text(page.content())
+            assert "settle[f1600]" not in text and "settle[f1602]" not in text, text
         finally:
             browser.close()
     assert (tmp_path / "failed-task-run.png").stat().st_size > 10_000
