@@ -178,7 +178,8 @@ def test_a_worker_in_another_folder_pulls_the_deployment_from_a_clone(
     python = _far_python(tmp_path / "far-venv")
     far = tmp_path / "far"
     far.mkdir()
-    absent = subprocess.run([str(python), "-c", "import invox_batch"], cwd=far, check=False)
+    check = [str(python), "-c", "import invox_batch"]
+    absent = subprocess.run(check, cwd=far, check=False, capture_output=True)
     assert absent.returncode != 0  # the worker's Python does not have the project
 
     # The shipped pull steps and demo deployment, on a pool of their own.
