@@ -39,8 +39,8 @@ from invox_batch.records import Outcome
 from invox_batch.report import build_run_report, report_section, summarise, write_summary
 from invox_batch.settling import Run, Unit, counted_client, settle_all
 from invox_batch.shards import take_shard
-from tasks.outcomes import show_cached
-from tasks.settle import OnDask, OnLoop, authenticate, batch_label, batches
+from tasks.outcomes import ledger_groups, show_cached
+from tasks.settle import FEW_FILES, OnDask, OnLoop, authenticate, batch_label
 
 from .artifacts import ProgressArtifact, artifact_key, publish_outcomes, publish_summary
 from .credentials import with_secret_block
@@ -197,7 +197,7 @@ async def _settle(
                 )
                 outcomes = await settle_all(run, units, executor, lambda: authenticate(client))
                 cached = [u for u in units.values() if outcomes[u.identity].from_cache]
-                groups = batches(cached, scale.files_per_task)
+                groups = ledger_groups(cached, FEW_FILES)
                 await show_cached([(batch_label(g), g) for g in groups], outcomes)
     finally:
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio

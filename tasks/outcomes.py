@@ -23,6 +23,7 @@ from invox_batch.settling import Retried, Unit
 __all__ = [
     "CACHED",
     "group_state",
+    "ledger_groups",
     "outcomes_of",
     "retry_notes",
     "show_cached",
@@ -33,6 +34,7 @@ __all__ = [
 T = TypeVar("T")
 CACHED = "Cached"
 LEDGER_TASKS_OPEN = 8
+LEDGER_FILES_PER_TASK = 1000  # no API call behind them: a rerun stays about as fast as before
 
 
 def _as_is(value: T) -> T:
@@ -112,6 +114,12 @@ def unwrap(data: Any) -> Any:
 async def _from_ledger(label: str, units: list[Unit], outcomes: list[Outcome]) -> State[Any]:
     """Files an earlier run already paid for, shown as a task run of their own (no API call)."""
     return group_state(units, outcomes, {}, data=len(outcomes))
+
+
+def ledger_groups(units: Sequence[Unit], one_each_up_to: int) -> list[list[Unit]]:
+    """A task run per file in a small run, else up to ``LEDGER_FILES_PER_TASK`` files each."""
+    size = 1 if len(units) <= one_each_up_to else LEDGER_FILES_PER_TASK
+    return [list(units[n : n + size]) for n in range(0, len(units), size)]
 
 
 async def show_cached(

@@ -40,7 +40,7 @@ from invox_batch.settling import (
 
 from .outcomes import group_state, outcomes_of, unwrap
 
-__all__ = ["OnDask", "OnLoop", "authenticate", "batch_label", "batches"]
+__all__ = ["FEW_FILES", "OnDask", "OnLoop", "authenticate", "batch_label", "batches"]
 
 T = TypeVar("T")
 FEW_FILES = 100  # up to this many files, one task run each: cheap, and easiest to follow

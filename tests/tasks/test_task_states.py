@@ -11,7 +11,13 @@ import pytest
 from invox_batch.errors import ErrorType
 from invox_batch.records import Outcome
 from invox_batch.settling import Retried, Unit
-from tasks.outcomes import CACHED, group_state, state_message
+from tasks.outcomes import (
+    CACHED,
+    LEDGER_FILES_PER_TASK,
+    group_state,
+    ledger_groups,
+    state_message,
+)
 
 from ..flow_helpers import audio_set, run_flow, sha256_of, write_csv_manifest
 from ..helpers import SandboxControl
@@ -84,3 +90,11 @@ def test_task_runs_fail_for_failed_files_show_retries_and_show_the_ledger_as_cac
     names = {r.name: r.state for r in _task_runs(again.flow_run_id)}
     assert names["ledger[f1400]"].name == CACHED and names["ledger[f1402]"].name == CACHED
     assert names["settle[f1401]"].is_completed()  # the failed file was resubmitted
+
+
+def test_ledger_task_runs_are_one_per_file_in_a_small_run_and_few_in_a_large_one() -> None:
+    assert [len(g) for g in ledger_groups([unit("a"), unit("b")], 100)] == [1, 1]
+    many = [unit(f"f{n}") for n in range(LEDGER_FILES_PER_TASK + 1)]
+    groups = ledger_groups(many, 100)
+    assert [len(g) for g in groups] == [LEDGER_FILES_PER_TASK, 1]
+    assert [u for g in groups for u in g] == many
