@@ -47,6 +47,7 @@ from .stopping import STOP_GRACE_S, Stop, Stopped, until_stopped
 __all__ = [
     "CallCounter",
     "Executor",
+    "Retried",
     "Run",
     "Unit",
     "Work",
@@ -75,6 +76,15 @@ class Unit:
 
 
 Work = tuple[Unit, Generation]
+
+
+@dataclass(frozen=True)
+class Retried:
+    """One step retried for one audio and why, so its task run can say so (no message text)."""
+
+    identity: str
+    step: str
+    error_type: str
 
 
 class Executor(Protocol):
@@ -127,6 +137,7 @@ async def with_retries(
     log: Log,
     what: str,
     jitter: float = 0.5,
+    on_retry: Callable[[InvoxError], None] | None = None,
 ) -> T:
     """Run ``step(attempt)`` again after errors the client marked retryable, honouring Retry-After."""
     attempt = 0
@@ -141,6 +152,8 @@ async def with_retries(
             delay = delays[min(attempt, len(delays) - 1)] if delays else 0.0
             delay *= random.uniform(1 - jitter, 1 + jitter)
             attempt += 1
+            if on_retry is not None:
+                on_retry(exc)
             log.warning(
                 "%s failed (%s); retry %d of %d in %.1f s",
                 what,
@@ -186,14 +199,24 @@ class Run:
         self.calls = calls or CallCounter(client.settings.token_path)
         self.stop: InvoxError | None = None
         self.stopping = stopping or Stop()  # a signal's: no new file starts, uploads finish
+        self.retried: Counter[Retried] = Counter()
         self.delays = retry_delays(retrying.retries, retrying.retry_base_delay_s)
         self.timer = PollTimer(prior_ratio=polling.first_poll_ratio)
         self._landed: dict[str, float] = {}  # request id -> when its upload was accepted
 
-    async def retrying_step(self, step: Callable[[int], Awaitable[T]], what: str) -> T:
-        """One per-file step with the run's retry schedule."""
+    async def retrying_step(self, step: Callable[[int], Awaitable[T]], unit: Unit, name: str) -> T:
+        """One per-file step with the run's retry schedule, each retry counted for the file."""
+
+        def count(exc: InvoxError) -> None:
+            self.retried[Retried(unit.identity, name, exc.error_type)] += 1
+
         return await with_retries(
-            step, retries=self.retrying.retries, delays=self.delays, log=self.log, what=what
+            step,
+            retries=self.retrying.retries,
+            delays=self.delays,
+            log=self.log,
+            what=f"{name} of {unit.label}",
+            on_retry=count,
         )
 
     async def submit(self, unit: Unit, generation: int) -> UploadRecord:
@@ -207,11 +230,10 @@ class Run:
             failpoint("presign")
             return slot.presigned_url, slot.request_id
 
-        slot = await self.retrying_step(presign, f"presign of {unit.label}")
+        slot = await self.retrying_step(presign, unit, "presign")
         key = upload_key(unit.identity, generation)
         record = await self.retrying_step(
-            lambda attempt: self._send(unit, key, slot, fresh_url=attempt > 0),
-            f"upload of {unit.label}",
+            lambda attempt: self._send(unit, key, slot, fresh_url=attempt > 0), unit, "upload"
         )
         landed = time.monotonic()
         await self.ledger.save_upload(unit.identity, generation, record)
@@ -311,6 +333,7 @@ async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
     except NotFoundError:
         if place.upload is None:
             raise
+    run.retried[Retried(unit.identity, "resubmit", ErrorType.NOT_FOUND)] += 1
     run.log.warning(
         "request %s of %s is unknown to the API (expired or lost); submitting the audio again",
         place.upload.request_id,

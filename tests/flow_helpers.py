@@ -151,3 +151,50 @@ def retry_flow_run(flow_run_id: str) -> Any:
         )
 
     return asyncio.run(retry())
+
+
+async def invox_events(flow_run_id: str, timeout_s: float = 30.0) -> list[Any]:
+    """The run's ``invox-batch.*`` events, read back from the API once its ``run.finished``
+    event arrived (events are persisted in batches; polled with a deadline)."""
+    import datetime as dt
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
+    from prefect.events.schemas.events import ResourceSpecification
+
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    labels = ResourceSpecification({"flow_run_id": flow_run_id})
+    deadline = time.monotonic() + timeout_s
+    async with get_client() as client:
+        while True:
+            only = EventFilter(  # built anew each time: its window ends when it is built
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(prefix=["invox-batch."]),
+                resource=EventResourceFilter(labels=labels),
+            )
+            page = await client.read_events(only, limit=50)
+            events = list(page.events)
+            if any(e.event == "invox-batch.run.finished" for e in events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no invox-batch.run.finished event for {flow_run_id}")
+            await asyncio.sleep(0.25)
+
+
+ARTIFACT_KINDS = ("failed-files", "progress", "files", "summary")
+
+
+def by_kind(artifacts: list[Any]) -> dict[str, Any]:
+    """A run's artifacts by the kind their key ends with (every one must have a key)."""
+    found: dict[str, Any] = {}
+    for artifact in artifacts:
+        assert artifact.key, f"an artifact without a key: {artifact.description}"
+        kind = next(k for k in ARTIFACT_KINDS if artifact.key.endswith(f"-{k}"))
+        found[kind] = artifact
+    return found
