@@ -41,7 +41,7 @@ from invox_batch.shards import take_shard
 from tasks.settle import OnDask, OnLoop, authenticate
 
 from .artifacts import ProgressArtifact, publish_outcomes
-from .credentials import with_secret_block
+from .credentials import ledger_url, with_secret_block
 from .sharding import fan_out, should_fan_out, worker_host
 
 __all__ = ["transcribe_batch"]
@@ -77,14 +77,18 @@ async def transcribe_batch(
     started = time.monotonic()
     _freeze_long_lived_objects()
     output, settings = Output.parse(out), await _run_settings(api_version)
-    output.check_writable(state.result_storage, state.local_ledger)  # before anything is paid
-    state_dir = output.state_dir(state.result_storage, state.local_ledger)
+    url, source = await ledger_url(state.ledger_url)
+    shared = url is not None
+    output.check_writable(state.result_storage, state.local_ledger, shared)  # before any payment
+    state_dir = output.state_dir(state.result_storage, state.local_ledger, shared)
+    days = state.cache_expiration_days
+    ledger = Ledger.open(state_dir, dt.timedelta(days=days) if days else None, url, source)
     parsed = read_manifest(manifest)
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)
     checked = await check_all(take_shard(parsed, scale.shard), settings, state_dir)
     run, outcomes = await _settle(
-        settings, units_of(checked), state_dir, spend, polling, retrying, callbacks, scale, state
+        settings, units_of(checked), state_dir, ledger, spend, polling, retrying, callbacks, scale
     )
     staging = output.local or state_dir / "staging" / _flow_run_id()
     written = _write(staging, checked, outcomes, settings.api_version, captions, parsed)
@@ -116,21 +120,19 @@ async def _settle(
     settings: InvoxSettings,
     units: dict[str, Unit],
     state_dir: Path,
+    ledger: Ledger,
     spend: Spend,
     polling: Polling,
     retrying: Retrying,
     callbacks: Callbacks,
     scale: Scale,
-    state: StateStorage,
 ) -> tuple[Run, dict[str, Outcome]]:
     """Every unit's outcome, settled on the flow's loop or on Dask, in the run's completion mode."""
     get_run_logger().info("%d unique audio files to settle", len(units))
-    days = state.cache_expiration_days
-    ledger = Ledger.open(state_dir / "results", dt.timedelta(days=days) if days else None)
     tracker = ProgressTracker(len(units))
     store = Path(callbacks.callback_store) if callbacks.callback_store else state_dir / "callbacks"
     try:
-        async with counted_client(settings) as (client, calls), ProgressArtifact(tracker):
+        async with ledger, counted_client(settings) as (client, calls), ProgressArtifact(tracker):
             with completion_for(
                 callbacks.completion,
                 grace_s=callbacks.callback_grace_s,
