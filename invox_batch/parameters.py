@@ -142,6 +142,9 @@ class Scale(_Group):
 class StateStorage(_Group):
     """Where the never-pay-twice records live, and how long results are remembered."""
 
+    # A refused value is never echoed: a ledger URL typed with its password must not reach logs.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
     result_storage: str | None = Field(
         None, description="Local folder for the never-pay-twice records; empty: <out>/.state."
     )
