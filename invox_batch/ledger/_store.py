@@ -127,8 +127,10 @@ class Ledger:
         cache_expiration: dt.timedelta | None = None,
         *,
         legacy: Path | None = None,
+        source: str = ENV,
     ) -> None:
         self.target = target
+        self.source = source
         self.cache_expiration = cache_expiration
         self.legacy = legacy
         self.lease_s = _lease_s()
@@ -149,7 +151,7 @@ class Ledger:
             target = parse_url(raw, source)
         else:
             target = LedgerTarget.sqlite(state_dir / SQLITE_NAME)
-        return cls(target, cache_expiration, legacy=state_dir / "results")
+        return cls(target, cache_expiration, legacy=state_dir / "results", source=source)
 
     async def __aenter__(self) -> Ledger:
         await self._ready()
@@ -198,7 +200,8 @@ class Ledger:
         except Exception as exc:
             await engine.dispose()
             raise ConfigurationError(
-                f"cannot open the ledger {self.target.shown}: {_reason(exc, self.target)}"
+                f"{self.source}: cannot open the ledger {self.target.shown}: "
+                f"{_reason(exc, self.target)}"
             ) from None
         return engine
 
