@@ -44,7 +44,7 @@ from tasks.outcomes import ledger_groups, show_cached
 from tasks.settle import FEW_FILES, OnDask, OnLoop, authenticate, batch_label
 
 from .artifacts import ProgressArtifact, artifact_key, publish_outcomes, publish_summary
-from .credentials import with_secret_block
+from .credentials import ledger_url, with_secret_block
 from .events import emit_run_events
 from .sharding import fan_out, should_fan_out, worker_host
 
@@ -81,7 +81,9 @@ async def transcribe_batch(
     started = time.monotonic()
     _freeze_long_lived_objects()
     try:
-        output, settings, state_dir, parsed = await _inputs(manifest, out, api_version, state)
+        output, settings, state_dir, ledger, parsed = await _inputs(
+            manifest, out, api_version, state
+        )
     except (InvoxBatchError, InvoxError) as exc:
         return _refused(exc)
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
@@ -93,12 +95,12 @@ async def transcribe_batch(
             settings,
             units_of(checked),
             state_dir,
+            ledger,
             spend,
             polling,
             retrying,
             callbacks,
             scale,
-            state,
             progress_key,
         )
     except Stopped as stopped:  # a signal: what was accepted is on record, nothing is written
@@ -119,13 +121,17 @@ def _freeze_long_lived_objects() -> None:
 
 async def _inputs(
     manifest: str, out: str, api_version: str | None, state: StateStorage
-) -> tuple[Output, InvoxSettings, Path, Manifest]:
-    """The output, API settings, state folder and manifest, each refused up front (nothing is
-    read or paid for before the output and state folders are known to be writable)."""
+) -> tuple[Output, InvoxSettings, Path, Ledger, Manifest]:
+    """The output, API settings, state folder, ledger and manifest, each refused up front
+    (nothing is read or paid for before the output and state are known to be usable)."""
     output, settings = Output.parse(out), await _run_settings(api_version)
-    output.check_writable(state.result_storage, state.local_ledger)
-    state_dir = output.state_dir(state.result_storage, state.local_ledger)
-    return output, settings, state_dir, read_manifest(manifest)
+    url, source = await ledger_url(state.ledger_url)
+    shared = url is not None
+    output.check_writable(state.result_storage, state.local_ledger, shared)
+    state_dir = output.state_dir(state.result_storage, state.local_ledger, shared)
+    days = state.cache_expiration_days
+    ledger = Ledger.open(state_dir, dt.timedelta(days=days) if days else None, url, source)
+    return output, settings, state_dir, ledger, read_manifest(manifest)
 
 
 def _refused(exc: InvoxBatchError | InvoxError) -> State[Any]:
@@ -152,22 +158,21 @@ async def _settle(
     settings: InvoxSettings,
     units: dict[str, Unit],
     state_dir: Path,
+    ledger: Ledger,
     spend: Spend,
     polling: Polling,
     retrying: Retrying,
     callbacks: Callbacks,
     scale: Scale,
-    state: StateStorage,
     progress_key: str,
 ) -> tuple[Run, dict[str, Outcome]]:
     """Every unit's outcome, settled on the flow's loop or on Dask, in the run's completion mode."""
     get_run_logger().info("%d unique audio files to settle", len(units))
-    days = state.cache_expiration_days
-    ledger = Ledger.open(state_dir / "results", dt.timedelta(days=days) if days else None)
     tracker = ProgressTracker(len(units))
     store = Path(callbacks.callback_store) if callbacks.callback_store else state_dir / "callbacks"
     try:
         async with (
+            ledger,
             counted_client(settings) as (client, calls),
             ProgressArtifact(tracker, progress_key),
         ):

@@ -12,9 +12,11 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from invox import check_callback_url
+from invox import ConfigurationError, check_callback_url
 
 from .callbacks import CompletionMode, check_completion
+from .ledger import ENV as LEDGER_ENV
+from .ledger import has_password, parse_url
 from .shards import parse_shard
 
 __all__ = [
@@ -140,15 +142,43 @@ class Scale(_Group):
 class StateStorage(_Group):
     """Where the never-pay-twice records live, and how long results are remembered."""
 
+    # A refused value is never echoed: a ledger URL typed with its password must not reach logs.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
     result_storage: str | None = Field(
         None, description="Local folder for the never-pay-twice records; empty: <out>/.state."
     )
     local_ledger: bool = Field(
         False, description="With a remote out: keep the records on this machine on purpose."
     )
+    ledger_url: str | None = Field(
+        None,
+        description=(
+            "A PostgreSQL every run shares (postgresql://user@host:port/db), without a password: "
+            f"a URL with one goes in {LEDGER_ENV} or the Secret block invox-ledger-url."
+        ),
+    )
     cache_expiration_days: Positive | None = Field(
         None, description="Forget completed results after this many days."
     )
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        """Parameters are shown in the UI: a password there would be on every screen."""
+        if not url or not url.strip():
+            return None
+        if has_password(url):
+            raise ValueError(
+                "must not carry a password (the UI shows parameters): set "
+                f"{LEDGER_ENV} in the worker's environment or save the URL as the Prefect "
+                "Secret block invox-ledger-url"
+            )
+        try:
+            parse_url(url, "ledger_url")
+        except ConfigurationError as exc:
+            raise ValueError(exc.message.removeprefix("ledger_url: ")) from None
+        return url.strip()
 
     @field_validator("result_storage")
     @classmethod

@@ -29,6 +29,7 @@ from invox import (
     InvoxError,
     InvoxSettings,
     NotFoundError,
+    PollTimeoutError,
     PollTimer,
     ResponseLostError,
     UploadURLRejectedError,
@@ -36,9 +37,9 @@ from invox import (
 
 from .budget import BudgetPlan, plan_units
 from .callbacks import Completion
-from .errors import FATAL_ERROR_TYPES, ErrorType
+from .errors import FATAL_ERROR_TYPES, ErrorType, LedgerUnavailable
 from .failpoints import failpoint
-from .ledger import Generation, Ledger, confirm_landed, upload_key
+from .ledger import Generation, Ledger, Owner, confirm_landed, upload_key
 from .parameters import Polling, Retrying, Spend
 from .progress import ProgressTracker
 from .records import Outcome, ResultRecord, Segment, UploadRecord, now_iso
@@ -191,6 +192,7 @@ class Run:
         self.spend, self.polling, self.retrying = spend, polling, retrying
         self.log = log
         self.flow_run_id = flow_run_id
+        self.owner = Owner(flow_run_id)
         self.gate = asyncio.Semaphore(concurrency)
         self.completion = completion
         self.callback_url = callback_url
@@ -220,11 +222,22 @@ class Run:
         )
 
     async def submit(self, unit: Unit, generation: int) -> UploadRecord:
-        """Presign and upload; the accepted upload is on record before anything else happens."""
-        with self.stopping.step():
-            return await self._submit(unit, generation)
+        """Claim the attempt, then presign and upload; the accepted upload is on record before
+        anything else happens. Another run's claim is waited for, and its upload adopted."""
 
-    async def _submit(self, unit: Unit, generation: int) -> UploadRecord:
+        def waiting(holder: str) -> None:
+            self.log.info("%s is being uploaded by %s; waiting for it", unit.label, holder)
+
+        async with self.ledger.claim(unit.identity, generation, self.owner, waiting) as paid:
+            if paid is not None:
+                self.log.info(
+                    "%s was uploaded by another run as request %s", unit.label, paid.request_id
+                )
+                return paid
+            with self.stopping.step():  # a signal lets this upload finish and be recorded
+                return await self._claimed_submit(unit, generation)
+
+    async def _claimed_submit(self, unit: Unit, generation: int) -> UploadRecord:
         async def presign(_: int) -> tuple[str, str]:
             slot = await self.client.generate_presigned_url(unit.mime_type, self.callback_url)
             failpoint("presign")
@@ -273,17 +286,21 @@ class Run:
 
     async def _put(self, unit: Unit, key: str, url: str, request_id: str) -> None:
         """One PUT, announced first; a lost answer is settled by asking the API, not by a re-upload."""
-        self.ledger.record_intent(key, request_id)
+        await self.ledger.record_intent(key, request_id)
         try:
             await self.client.upload(url, unit.path, unit.mime_type)
         except ResponseLostError:
             grace = self.client.settings.upload_confirm_s
             if not await confirm_landed(self.client, request_id, grace):
-                self.ledger.forget_intent(key, request_id)  # not received: the retry uploads anew
+                await self.ledger.forget_intent(
+                    key, request_id
+                )  # not received: the retry uploads anew
                 raise
             self.log.warning("upload answer lost, but request %s received the audio", request_id)
         except (InvoxError, OSError):
-            self.ledger.forget_intent(key, request_id)  # refused or never sent: nothing to confirm
+            await self.ledger.forget_intent(
+                key, request_id
+            )  # refused or never sent: nothing to confirm
             raise
 
     async def collect(self, unit: Unit, upload: UploadRecord, generation: int) -> ResultRecord:
@@ -313,7 +330,11 @@ class Run:
                     policy, first_delay_s=max(0.0, policy.first_delay_s - since)
                 )
         failpoint("poll")
-        result = await self.client.wait_for_transcription(request_id, policy, on_poll=learn)
+        try:
+            result = await self.client.wait_for_transcription(request_id, policy, on_poll=learn)
+        except PollTimeoutError:
+            await self.ledger.mark_timeout(unit.identity, generation)
+            raise
         self.log.info("%s ended %s (request %s)", unit.label, result.status, request_id)
         record = ResultRecord(
             request_id=request_id,
@@ -375,6 +396,9 @@ def _from_ledger(place: Generation, max_resubmits: int) -> Outcome:
 
 def _unexpected(run: Run, unit: Unit, exc: Exception) -> Outcome:
     """A failed row for an error the client did not classify (a file vanished, a bug)."""
+    if isinstance(exc, LedgerUnavailable):
+        run.log.error("%s: %s", unit.label, exc)
+        return Outcome.failed(ErrorType.LEDGER_UNAVAILABLE, str(exc))
     run.log.error("%s failed unexpectedly: %s", unit.label, type(exc).__name__, exc_info=exc)
     if isinstance(exc, OSError):
         return Outcome.failed(

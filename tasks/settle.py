@@ -15,7 +15,6 @@ import math
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from prefect import Task, get_run_logger, task
@@ -26,7 +25,7 @@ from prefect.utilities.annotations import quote
 from invox import APIUnreachableError, InvoxClient, InvoxError, InvoxSettings
 from invox_batch.budget import BudgetPlan
 from invox_batch.errors import ErrorType
-from invox_batch.ledger import Generation, Ledger
+from invox_batch.ledger import Generation, Ledger, LedgerTarget
 from invox_batch.parameters import Polling, Retrying, Spend
 from invox_batch.records import Outcome
 from invox_batch.settling import (
@@ -153,7 +152,7 @@ class _DaskJob:
     """What a Dask task needs to rebuild the run on a worker (no client, no loop objects)."""
 
     settings: InvoxSettings
-    ledger_root: Path
+    ledger: LedgerTarget  # its URL a SecretStr: a password never shows
     cache_expiration: dt.timedelta | None
     spend: Spend
     polling: Polling
@@ -169,10 +168,11 @@ TaskResult = tuple[Outcome, dict[str, int], InvoxError | None]
 async def settle(job: _DaskJob, unit: Unit, place: Generation) -> State[TaskResult]:
     """Settle one identity with its own client: its outcome, the calls made, a fatal stop (the
     task run Failed when the file failed)."""
-    async with counted_client(job.settings) as (client, counter):
+    ledger = Ledger(job.ledger, job.cache_expiration)
+    async with ledger, counted_client(job.settings) as (client, counter):
         run = Run(
             client,
-            Ledger(job.ledger_root, job.cache_expiration),
+            ledger,
             spend=job.spend,
             polling=job.polling,
             retrying=job.retrying,
@@ -206,7 +206,7 @@ class OnDask:
     async def __call__(self, run: Run, work: Sequence[Work]) -> list[Outcome]:
         job = _DaskJob(
             self.settings,
-            run.ledger.root,
+            run.ledger.target,
             run.ledger.cache_expiration,
             run.spend,
             run.polling,

@@ -198,3 +198,20 @@ def by_kind(artifacts: list[Any]) -> dict[str, Any]:
         kind = next(k for k in ARTIFACT_KINDS if artifact.key.endswith(f"-{k}"))
         found[kind] = artifact
     return found
+
+
+def recorded_uploads(state_dir: Path, generation: int | None = None) -> int:
+    """Accepted uploads in a state folder's SQLite ledger (0 before it exists)."""
+    import sqlite3
+
+    path = state_dir / "ledger.sqlite3"
+    if not path.exists():
+        return 0
+    query = "SELECT count(*) FROM invox_attempts WHERE request_id IS NOT NULL"
+    if generation is not None:
+        query += f" AND generation = {int(generation)}"
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is being created
+        return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import math
 import os
@@ -172,6 +173,13 @@ def run(
     shared_files: Annotated[
         bool, typer.Option(help="New files follow the umask instead of owner-only.")
     ] = False,
+    ledger_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL ledger every run shares [INVOX_LEDGER_URL; else <state>/ledger.sqlite3].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the transcribe-batch flow over a manifest and write the Parquet dataset.
 
@@ -234,7 +242,8 @@ def run(
             settings, completion, callback_grace, callback_store, callback_listen, callback_url
         )
         groups["callbacks"] = Callbacks(callback_url=callback_url, **hybrid)
-        output.check_writable(groups["state"].result_storage, local_ledger)
+        shared = _ledger_checked(ledger_url, output, groups["state"])
+        output.check_writable(groups["state"].result_storage, local_ledger, shared)
     except InvoxError as exc:
         raise fail_usage(exc.message) from None
     except ValidationError as exc:
@@ -295,6 +304,28 @@ def _flag_problems(exc: ValidationError) -> str:
         for error in exc.errors()
         for name in [str(error["loc"][-1]) if error["loc"] else "value"]
     )
+
+
+def _ledger_checked(flag: str | None, output: Output, state: StateStorage) -> bool:
+    """Open a named ledger (its schema made, old JSON records imported) before anything is
+    paid: a bad URL is one line, its password masked. True when a URL names the ledger."""
+    from ..ledger import ENV, Ledger
+
+    source = "--ledger-url" if flag else ENV
+    url = (flag or os.environ.get(ENV, "")).strip() or None
+    if url is None and os.environ.get("PREFECT_API_URL"):
+        from flows.credentials import ledger_url
+
+        found, source = asyncio.run(ledger_url(None))
+        url = found.get_secret_value() if found else None
+    if url is None:
+        return False  # the SQLite default: a file the flow creates in the state folder
+    os.environ[ENV] = url  # the flow reads it there: a URL is never a flow parameter
+    state_dir = output.state_dir(state.result_storage, state.local_ledger, shared=True)
+    days = state.cache_expiration_days
+    expiration = dt.timedelta(days=days) if days else None
+    asyncio.run(Ledger.open(state_dir, expiration, url, source).check())
+    return True
 
 
 def _file_permissions(shared: bool) -> None:
