@@ -202,14 +202,29 @@ def by_kind(artifacts: list[Any]) -> dict[str, Any]:
 
 def recorded_uploads(state_dir: Path, generation: int | None = None) -> int:
     """Accepted uploads in a state folder's SQLite ledger (0 before it exists)."""
+    query = "SELECT count(*) FROM invox_attempts WHERE request_id IS NOT NULL"
+    if generation is not None:
+        query += f" AND generation = {int(generation)}"
+    return _count(state_dir, query)
+
+
+def recorded_results(state_dir: Path) -> int:
+    """Terminal results in a state folder's SQLite ledger."""
+    return _count(state_dir, "SELECT count(*) FROM invox_attempts WHERE result IS NOT NULL")
+
+
+def recorded_intents(state_dir: Path) -> int:
+    """Upload intents (request ids announced before their PUT) in the SQLite ledger."""
+    return _count(state_dir, "SELECT count(*) FROM invox_upload_intents")
+
+
+def _count(state_dir: Path, query: str) -> int:
+    """One count from the ledger, read-only; 0 before it or its schema exists."""
     import sqlite3
 
     path = state_dir / "ledger.sqlite3"
     if not path.exists():
         return 0
-    query = "SELECT count(*) FROM invox_attempts WHERE request_id IS NOT NULL"
-    if generation is not None:
-        query += f" AND generation = {int(generation)}"
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
             return int(conn.execute(query).fetchone()[0])
