@@ -17,10 +17,12 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
-from prefect.runtime import deployment, flow_run
+from prefect.context import FlowRunContext
 
 from invox_batch.progress import ProgressSnapshot, ProgressTracker
 from invox_batch.report import summary_markdown
+
+from .context import deployment_name
 
 __all__ = [
     "TABLE_ROW_CAP",
@@ -67,8 +69,10 @@ def run_key_base(
 
 def artifact_key(manifest: str, kind: str, shard: str = "") -> str:
     """This run's key for one kind of artifact (``progress``, ``files``, ``failed-files``...)."""
-    name = deployment.name
-    return f"{run_key_base(manifest, name, flow_run.flow_name if name else None, shard)}-{kind}"
+    name = deployment_name()
+    context = FlowRunContext.get()
+    flow = context.flow.name if context and context.flow else None
+    return f"{run_key_base(manifest, name, flow, shard)}-{kind}"
 
 
 class ProgressArtifact:
@@ -139,12 +143,14 @@ async def publish_outcomes(
         if len(rows) > len(shown)
         else ""
     )
-    await acreate_table_artifact(
-        table=table,
-        key=artifact_key(manifest, "files", shard),
-        description=f"Per-file outcomes{note}.",
+    await asyncio.gather(
+        acreate_table_artifact(
+            table=table,
+            key=artifact_key(manifest, "files", shard),
+            description=f"Per-file outcomes{note}.",
+        ),
+        publish_failed_files(summary, manifest, shard),
     )
-    await publish_failed_files(summary, manifest, shard)
 
 
 async def publish_failed_files(summary: dict[str, Any], manifest: str, shard: str = "") -> None:

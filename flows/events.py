@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from prefect.events import emit_event
-from prefect.runtime import deployment, flow_run
+
+from .context import deployment_name, flow_run_id
 
 __all__ = ["FILE_FAILED", "RUN_FINISHED", "emit_run_events", "file_failed", "run_finished"]
 
@@ -21,10 +22,7 @@ COUNTS = ("rows", "completed", "failed", "from_cache", "unique_audio")
 
 def _where() -> dict[str, str]:
     """The labels that say which run and deployment (``local`` / ``none`` outside them)."""
-    return {
-        "flow_run_id": str(flow_run.id or "local"),
-        "deployment": str(deployment.name or "none"),
-    }
+    return {"flow_run_id": flow_run_id() or "local", "deployment": deployment_name() or "none"}
 
 
 def file_failed(file_id: str, error_type: str | None) -> dict[str, Any]:

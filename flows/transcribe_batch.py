@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import datetime as dt
 import gc
@@ -305,9 +306,11 @@ async def _conclude(
         shutil.rmtree(staging, ignore_errors=True)
     report_at = output.location(report.html.relative_to(staging)) if report else None
     manifest, shard = summary["manifest"], summary["shard"] or ""
-    await publish_outcomes(summary, written.rows, manifest, shard)
-    await publish_summary(summary, manifest, shard, extra=report_section(report, report_at))
-    emit_run_events(summary)
+    emit_run_events(summary)  # queued: sent while the artifacts are created
+    await asyncio.gather(
+        publish_outcomes(summary, written.rows, manifest, shard),
+        publish_summary(summary, manifest, shard, extra=report_section(report, report_at)),
+    )
     get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",
         summary["completed"],

@@ -132,3 +132,39 @@ def test_an_invox_base_url_that_is_not_a_url_exits_2(
         done = runner.invoke(app, ["run", str(manifest), "--out", str(tmp_path / "out")])
         assert done.exit_code == 2, (value, done.output)
         assert "INVOX_BASE_URL" in done.output and "http(s) URL" in done.output, done.output
+
+
+@pytest.mark.usefixtures("prefect_harness", "invox_env")
+def test_a_flow_run_with_bad_parameters_fails_in_one_line_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """What a deployment run with a wrong manifest or output shows in the UI: one line."""
+    import asyncio
+    import logging
+
+    from flows.transcribe_batch import transcribe_batch
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.emit = lambda record: lines.append(handler.format(record))  # type: ignore[method-assign]
+    logging.getLogger("prefect").addHandler(handler)  # Prefect's loggers do not propagate
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("audio_path\nx.wav\n")
+    cases = {
+        str(tmp_path / "missing.csv"): (str(tmp_path / "out"), "manifest not found"),
+        str(manifest): (str(a_file / "out"), "cannot write to the output folder"),
+    }
+    try:
+        for given, (out, phrase) in cases.items():
+            lines.clear()
+            state = asyncio.run(transcribe_batch(manifest=given, out=out, return_state=True))
+            message = str(state.message)
+            assert state.is_failed() and "\n" not in message
+            assert message.startswith("refused before any audio was read or paid for: ")
+            assert phrase in message
+            assert message in lines and not [line for line in lines if "Traceback" in line]
+    finally:
+        logging.getLogger("prefect").removeHandler(handler)
