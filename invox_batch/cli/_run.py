@@ -6,6 +6,7 @@ import asyncio
 import json
 import math
 import os
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -324,7 +325,7 @@ def run(
             ),
         )
 
-    with stop_scope() as stop, SignalStop(stop, say) as signals:
+    with stop_scope() as stop, SignalStop(stop, _above_the_bar) as signals:
         try:
             with prefect_api() as prefect_ready, resolve_api(settings, say, sandbox) as resolved:
                 _export_api(resolved)
@@ -378,3 +379,8 @@ def _file_permissions(shared: bool) -> None:
         private_files()
     except ValueError as exc:
         raise fail_usage(str(exc)) from None
+
+
+def _above_the_bar(message: str) -> None:
+    """A line on stderr that a live progress bar prints above itself (through its proxy)."""
+    print(message, file=sys.stderr, flush=True)
