@@ -146,9 +146,8 @@ class SignalStop:
         if not self._waiting:
             raise Interrupted(signum)
         again = "Ctrl-C again" if signum == signal.SIGINT else f"{name} again"
-        self.say(
-            f"stopping on {name}: no new file starts, nothing is written ({again} to quit now)"
-        )
+        line = f"stopping on {name}: no new file starts, nothing is written ({again} to quit now)"
+        threading.Thread(target=self.say, args=(line,), daemon=True).start()  # never waits here
 
     def _cut(self) -> None:
         """Cancel a flow that has not stopped by itself (Prefect records the run Crashed)."""
