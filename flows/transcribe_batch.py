@@ -84,17 +84,10 @@ async def transcribe_batch(
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)
     checked = await check_all(take_shard(parsed, scale.shard), settings, state_dir)
+    units = units_of(checked)
     try:
         run, outcomes = await _settle(
-            settings,
-            units_of(checked),
-            state_dir,
-            spend,
-            polling,
-            retrying,
-            callbacks,
-            scale,
-            state,
+            settings, units, state_dir, spend, polling, retrying, callbacks, scale, state
         )
     except Stopped as stopped:  # a signal: what was accepted is on record, nothing is written
         return Cancelled(message=str(stopped))
