@@ -313,7 +313,6 @@ def run(
         raise fail_usage(exc.message) from None
     except ValidationError as exc:
         raise fail_usage(_flag_problems(exc)) from None
-    quiet_task_logs()
 
     def flow() -> Coroutine[Any, Any, Any]:
         from flows.transcribe_batch import transcribe_batch  # imported already: at once
@@ -332,6 +331,7 @@ def run(
                 import flows.transcribe_batch  # noqa: F401 (imported while Prefect's server starts)
 
                 prefect_ready()
+                quiet_task_logs()  # after the imports, which configure Prefect's logging
                 with progress_display():
                     state: Any = signals.run_flow(flow)
         except InvoxError as exc:
