@@ -1,5 +1,5 @@
 """The offline double, from the top floor only: ``invox-batch sandbox``, and the embedded sandbox
-``run`` and ``transcribe`` start when ``INVOX_BASE_URL`` is not set."""
+``run`` starts when ``INVOX_BASE_URL`` is not set."""
 
 from __future__ import annotations
 

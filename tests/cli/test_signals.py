@@ -20,6 +20,7 @@ from invox_batch.stopping import STOP_GRACE_S
 from sandbox.server import SandboxServer
 
 from ..conftest import ROOT, SAMPLES
+from ..flow_helpers import recorded_intents, recorded_uploads
 from ..helpers import SandboxControl, wait_until
 from .test_orphans import SERVER_APP, _alive, _children, _cmdline
 
@@ -91,7 +92,7 @@ def test_sigterm_stops_within_10_s_and_a_rerun_uploads_nothing_twice(
         servers = wait_until(
             lambda: [p for p in _children(cli.pid) if SERVER_APP in _cmdline(p)], timeout_s=120
         )
-        wait_until(lambda: list((out / ".state").rglob("upload-*")), timeout_s=120)
+        wait_until(lambda: recorded_uploads(out / ".state"), timeout_s=120)
     finally:
         os.kill(cli.pid, signal.SIGTERM)
     assert _ends(cli) < 10
@@ -130,7 +131,7 @@ def test_sigterm_abandons_a_stalled_upload_safely_and_takes_the_sandbox_along(
     out, err = tmp_path / "out", tmp_path / "stderr"
     cli = _start(out, env, err)
     try:  # the upload is announced, then its body stalls: in flight past the grace
-        wait_until(lambda: list((out / ".state").rglob("intent-*")), timeout_s=120)
+        wait_until(lambda: recorded_intents(out / ".state"), timeout_s=120)
     finally:
         os.kill(cli.pid, signal.SIGTERM)
     assert _ends(cli) < 10
@@ -138,7 +139,7 @@ def test_sigterm_abandons_a_stalled_upload_safely_and_takes_the_sandbox_along(
     [line] = _stopped_output(err)
     assert RESUME.match(line)
     assert _flow_run_state(subprocess_prefect_home, out) == "CANCELLED"
-    assert list((out / ".state").rglob("intent-*"))  # the rerun asks the API before uploading
+    assert recorded_intents(out / ".state")  # the rerun asks the API before uploading
     port = int(re.findall(r"embedded sandbox at http://127\.0\.0\.1:(\d+)", err.read_text())[0])
     with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
         pass
@@ -154,7 +155,7 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path: Path, subprocess_prefect_home: 
     out, err = tmp_path / "out", tmp_path / "stderr"
     cli = _start(out, env, err)
     try:
-        wait_until(lambda: list((out / ".state").rglob("intent-*")), timeout_s=120)
+        wait_until(lambda: recorded_intents(out / ".state"), timeout_s=120)
         os.killpg(cli.pid, signal.SIGINT)
         first = time.monotonic()
         wait_until(lambda: "stopping on SIGINT" in err.read_text(), timeout_s=10)

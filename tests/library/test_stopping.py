@@ -29,6 +29,7 @@ from invox_batch.stopping import (
 )
 
 from ..conftest import SAMPLES
+from ..flow_helpers import recorded_results, recorded_uploads
 from ..helpers import SandboxControl
 
 
@@ -146,10 +147,10 @@ def _units() -> dict[str, Unit]:
     return {n: Unit(n, n, str(SAMPLES / f"{n}.wav"), "audio/wav", 5.0) for n in names}
 
 
-def _run(client: InvoxClient, ledger: Path, stop: Stop | None = None) -> Run:
+def _run(client: InvoxClient, ledger: Ledger, stop: Stop | None = None) -> Run:
     return Run(
         client,
-        Ledger.open(ledger),
+        ledger,
         spend=Spend(),
         polling=Polling(first_poll_ratio=0.01, max_poll_interval_s=0.2),
         retrying=Retrying(),
@@ -165,16 +166,16 @@ def test_a_stopped_settle_all_keeps_what_was_accepted_and_a_rerun_uploads_nothin
     settings: InvoxSettings, sandbox: SandboxControl, tmp_path: Path
 ) -> None:
     sandbox.faults(processing_delay_s=[3, 3])  # uploaded jobs are still processing at the stop
-    ledger = tmp_path / "ledger"
+    state = tmp_path / "ledger"
     stop = Stop()
 
     async def stopped() -> Stopped:
-        async with InvoxClient(settings) as client:
+        async with InvoxClient(settings) as client, Ledger.open(state) as ledger:
             settling = asyncio.ensure_future(
                 settle_all(_run(client, ledger, stop), _units(), _gathered, _authenticated)
             )
             deadline = time.monotonic() + 30
-            while len(list(ledger.glob("upload-*"))) < 2:  # the two admitted files are uploaded
+            while recorded_uploads(state) < 2:  # the two admitted files are uploaded
                 assert time.monotonic() < deadline and not settling.done()
                 await asyncio.sleep(0.01)
             stop.request("SIGTERM")
@@ -185,12 +186,12 @@ def test_a_stopped_settle_all_keeps_what_was_accepted_and_a_rerun_uploads_nothin
     first = asyncio.run(stopped())
     assert (first.reason, first.settled, first.total) == ("SIGTERM", 0, 4)
     assert sandbox.requests("presign") == 2  # the two files not yet started never started
-    assert not list(ledger.glob("result-*"))
+    assert recorded_results(state) == 0
 
     sandbox.faults(processing_delay_s=[0, 0])
 
     async def rerun() -> dict[str, Outcome]:
-        async with InvoxClient(settings) as client:
+        async with InvoxClient(settings) as client, Ledger.open(state) as ledger:
             return await settle_all(_run(client, ledger), _units(), _gathered, _authenticated)
 
     outcomes = asyncio.run(rerun())
