@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import math
 import os
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -248,7 +249,6 @@ def run(
         raise fail_usage(exc.message) from None
     except ValidationError as exc:
         raise fail_usage(_flag_problems(exc)) from None
-    quiet_task_logs()
 
     def flow() -> Coroutine[Any, Any, Any]:
         from flows.transcribe_batch import transcribe_batch  # imported already: at once
@@ -260,13 +260,14 @@ def run(
             ),
         )
 
-    with stop_scope() as stop, SignalStop(stop, say) as signals:
+    with stop_scope() as stop, SignalStop(stop, _above_the_bar) as signals:
         try:
             with prefect_api() as prefect_ready, resolve_api(settings, say, sandbox) as resolved:
                 _export_api(resolved)
                 import flows.transcribe_batch  # noqa: F401 (imported while Prefect's server starts)
 
                 prefect_ready()
+                quiet_task_logs()  # after the imports, which configure Prefect's logging
                 with progress_display():
                     state: Any = signals.run_flow(flow)
         except InvoxError as exc:
@@ -336,3 +337,8 @@ def _file_permissions(shared: bool) -> None:
         private_files()
     except ValueError as exc:
         raise fail_usage(str(exc)) from None
+
+
+def _above_the_bar(message: str) -> None:
+    """A line on stderr that a live progress bar prints above itself (through its proxy)."""
+    print(message, file=sys.stderr, flush=True)

@@ -107,17 +107,21 @@ class SignalStop:
 
     def say_resume(self, line: str | None = None) -> None:
         """Print the one line saying how to resume (``line``, or one from the last progress)."""
+        once = self._resume_once(line)
+        if once is not None:
+            self.say(once)
+
+    def _resume_once(self, line: str | None) -> str | None:
+        """The resume line, the first time only."""
         with self._lock:
             if self._said:
-                return
+                return None
             self._said = True
-        if line is None:
-            name = signal.Signals(self.signum or signal.SIGINT).name
-            progress = self._progress
-            line = resume_line(
-                name, *((progress.done, progress.total) if progress else (None, None))
-            )
-        self.say(line)
+        if line is not None:
+            return line
+        name = signal.Signals(self.signum or signal.SIGINT).name
+        progress = self._progress
+        return resume_line(name, *((progress.done, progress.total) if progress else (None, None)))
 
     async def _tracked(self, flow: Coroutine[Any, Any, Any]) -> Any:
         """Await the flow, known by its loop and task so that it can be cut."""
@@ -146,9 +150,8 @@ class SignalStop:
         if not self._waiting:
             raise Interrupted(signum)
         again = "Ctrl-C again" if signum == signal.SIGINT else f"{name} again"
-        self.say(
-            f"stopping on {name}: no new file starts, nothing is written ({again} to quit now)"
-        )
+        line = f"stopping on {name}: no new file starts, nothing is written ({again} to quit now)"
+        threading.Thread(target=self.say, args=(line,), daemon=True).start()  # never waits here
 
     def _cut(self) -> None:
         """Cancel a flow that has not stopped by itself (Prefect records the run Crashed)."""
@@ -158,9 +161,14 @@ class SignalStop:
                 loop.call_soon_threadsafe(task.cancel)
 
     def _exit_now(self) -> None:
-        self.say_resume()
-        sys.stdout.flush()
-        sys.stderr.flush()
+        """Say how to resume (unless said) and exit now; the line goes straight to the file
+        descriptor, since a handler or a watchdog must not wait on a stream's lock."""
+        line = self._resume_once(None)
+        if line is not None:
+            below_the_bar = "\n" if os.isatty(2) else ""
+            os.write(2, f"{below_the_bar}{line}\n".encode())
+        with suppress(Exception):  # the main thread may be inside a write to stdout
+            sys.stdout.flush()
         os._exit(self.status)
 
 
