@@ -6,6 +6,7 @@ Exception tree::
     ├── ManifestError               the manifest cannot be read (a bad row is a failed row instead)
     ├── SchemaDriftError            rows that do not fit the dataset's declared schema
     ├── ReportError                 there is no dataset to report on at that location
+    ├── TablesError                 the current tables could not be read or updated
     └── CallbackRejected            a callback the receiver refuses (carries an HTTP status)
 
 Client errors (``invox.InvoxError`` and its tree) stay the client's; their ``error_type`` values
@@ -24,6 +25,7 @@ __all__ = [
     "ManifestError",
     "ReportError",
     "SchemaDriftError",
+    "TablesError",
 ]
 
 
@@ -40,6 +42,7 @@ class ErrorType(StrEnum):
     NOT_AUDIO = "not_audio"  # not audio at all (text, an image, a truncated header)
     # The run's own limits.
     BUDGET_EXCEEDED = "budget_exceeded"  # not submitted: max_audio_hours would be exceeded
+    FORGOTTEN = "forgotten"  # erased by `invox-batch forget`; not transcribed again without --force
     INTERNAL_ERROR = "internal_error"  # a bug or a lost worker; see the logs, then rerun
     # The provider's verdict on the job.
     PROVIDER_ERROR = "provider_error"  # the job ended ERROR; a rerun resubmits it
@@ -88,6 +91,10 @@ class SchemaDriftError(InvoxBatchError, ValueError):
 
 class ReportError(InvoxBatchError, ValueError):
     """No dataset to report on (nothing written yet, or no such run)."""
+
+
+class TablesError(InvoxBatchError):
+    """The current tables could not be read or updated; names the table, never a value."""
 
 
 class CallbackRejected(InvoxBatchError):

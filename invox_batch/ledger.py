@@ -12,6 +12,10 @@ under ``intent-<upload key>.json``. If the process dies between the provider acc
 and the upload record being saved, or the PUT's answer is lost, the next attempt asks the API
 about those request ids first: a job past ``PENDING`` proves the audio arrived, and its request
 id is adopted instead of paying for a second upload.
+
+``forget`` erases an identity's records (transcripts included) and leaves ``tombstone-<identity>``
+(the identity and when, nothing else): runs then refuse that audio unless forced, and the
+forced run's accepted upload lifts the tombstone.
 """
 
 from __future__ import annotations
@@ -33,7 +37,15 @@ from invox import InvoxClient, InvoxError, NotFoundError, unlimited
 from .files import atomic_write, make_dirs, sweep_stale_temps
 from .records import ResultRecord, UploadRecord
 
-__all__ = ["Generation", "Ledger", "audio_identity", "result_key", "upload_key"]
+__all__ = [
+    "Forgotten",
+    "Generation",
+    "Ledger",
+    "audio_identity",
+    "result_key",
+    "tombstone_key",
+    "upload_key",
+]
 
 _PROBE_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -51,6 +63,19 @@ def upload_key(identity: str, generation: int) -> str:
 def result_key(identity: str, generation: int) -> str:
     """Name of the record holding the terminal result of that upload."""
     return f"result-{identity}-g{generation}"
+
+
+def tombstone_key(identity: str) -> str:
+    """Name of the marker saying this audio's transcripts were erased on purpose."""
+    return f"tombstone-{identity}"
+
+
+@dataclass(frozen=True)
+class Forgotten:
+    """What erasing identities removed from the ledger: records, and their jobs' request ids."""
+
+    records: int
+    request_ids: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -105,8 +130,41 @@ class Ledger:
         return cls(root.resolve(), cache_expiration)
 
     async def save_upload(self, identity: str, generation: int, record: UploadRecord) -> None:
-        """Keep an accepted upload; upload records never expire: that would pay again."""
+        """Keep an accepted upload; upload records never expire: that would pay again. A forced
+        upload of a forgotten audio lifts its tombstone."""
         await self._save(upload_key(identity, generation), record.to_json(), None)
+        (self.root / tombstone_key(identity)).unlink(missing_ok=True)
+
+    async def tombstoned(self, identities: Iterable[str]) -> set[str]:
+        """The identities ``forget`` erased (and no forced run transcribed again since)."""
+
+        def find() -> set[str]:
+            names = set(os.listdir(self.root)) if self.root.is_dir() else set()
+            return {i for i in identities if tombstone_key(i) in names}
+
+        return await asyncio.to_thread(find)
+
+    def forget(self, identities: Iterable[str], *, dry_run: bool = False) -> Forgotten:
+        """Erase every record of these identities (intents included) and leave tombstones."""
+        wanted = set(identities)
+        names = os.listdir(self.root) if self.root.is_dir() else []
+        doomed = [n for n in names if _identity_of(n) in wanted]
+        request_ids: set[str] = set()
+        for name in doomed:
+            data = self._read(name, {name})
+            if data and isinstance(data.get("request_id"), str):
+                request_ids.add(data["request_id"])
+            if name.startswith("intent-"):
+                request_ids.update(
+                    self._intended(name.removeprefix("intent-").removesuffix(".json"))
+                )
+        if not dry_run:
+            stamp = json.dumps({"forgotten_at": dt.datetime.now(dt.UTC).isoformat()}).encode()
+            for identity in wanted:
+                atomic_write(self.root / tombstone_key(identity), lambda h: h.write(stamp))
+            for name in doomed:
+                (self.root / name).unlink(missing_ok=True)
+        return Forgotten(len(doomed), frozenset(request_ids))
 
     async def save_result(self, identity: str, generation: int, record: ResultRecord) -> None:
         """Keep a terminal result (forgotten after the cache expiration, if one is set)."""
@@ -204,6 +262,15 @@ class Ledger:
             if await confirm_landed(client, request_id, grace_s / len(ids)):
                 return request_id
         return None
+
+
+def _identity_of(name: str) -> str | None:
+    """The identity a record file belongs to (upload, result or intent), None for others."""
+    stem = name.removeprefix("intent-").removesuffix(".json")
+    for prefix in ("upload-", "result-"):
+        if stem.startswith(prefix) and "-g" in stem:
+            return stem.removeprefix(prefix).rsplit("-g", 1)[0]
+    return None
 
 
 async def confirm_landed(client: InvoxClient, request_id: str, grace_s: float) -> bool:

@@ -1,7 +1,7 @@
 """Where a run's dataset goes: a local folder, or any fsspec URI reached through local staging.
 
 Part files are always written locally first (temp file, fsync, rename). For a remote ``out``
-(``s3://``, ``gs://``, ``memory://``…) each finished file is then copied with one PUT, which
+(``s3://``, ``gs://``…) each finished file is then copied with one PUT, which
 object stores make all-or-nothing, so readers never see a partial part there either.
 """
 
@@ -23,7 +23,9 @@ from invox import ConfigurationError
 
 __all__ = ["Output"]
 
-_PART_KINDS = ("files", "segments")
+_PART_KINDS = ("files",)
+# Object stores the Delta tables (through deltalake's object_store) can reach besides folders.
+TABLE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "azure"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,12 @@ class Output:
                 raise ConfigurationError(
                     f"cannot write to the output {self.uri}: {_one_line(exc)}"
                 ) from None
+            protocol = str(fsspec.core.split_protocol(self.uri)[0])
+            if protocol not in TABLE_PROTOCOLS:
+                raise ConfigurationError(
+                    f"cannot keep the current tables at {protocol}:// (Delta Lake reaches "
+                    f"{', '.join(sorted(TABLE_PROTOCOLS))}:// and local folders): pick another --out"
+                )
         state = Path(result_storage) if result_storage else self.default_state_dir()
         _check_local(state, "state folder")
 
