@@ -14,7 +14,7 @@ from invox_batch.cli import app
 from invox_batch.dataset import read_files
 
 from ..conftest import ROOT, SAMPLES
-from ..flow_helpers import audio_set, write_csv_manifest
+from ..flow_helpers import audio_set, transcripts_of, write_csv_manifest
 from ..helpers import SandboxControl, clear_env
 
 runner = CliRunner()
@@ -114,7 +114,8 @@ def test_make_run_path_transcribes_the_samples_with_real_speech_recognition(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "asr processing" in done.stderr and "8 of 8 files completed" in done.stdout
     rows = read_files(out).to_pylist()
-    assert all(r["status"] == "completed" and r["text"] for r in rows)
+    texts = transcripts_of(out)
+    assert all(r["status"] == "completed" and texts[r["file_id"]]["text"] for r in rows)
     assert "analytics" not in done.stderr.lower() and "Traceback" not in done.stderr
 
 

@@ -8,9 +8,7 @@ from typing import Any
 
 import pytest
 
-from invox_batch.dataset import read_files
-
-from ..flow_helpers import audio_set, run_flow, write_csv_manifest
+from ..flow_helpers import audio_set, run_flow, transcripts_of, write_csv_manifest
 from ..helpers import SandboxControl
 
 
@@ -35,7 +33,7 @@ def test_a_run_leaves_progress_table_and_summary_artifacts_without_transcripts(
     assert "3 of 3 files completed" in str(found["markdown"].data)
     table = str(found["table"].data)
     assert "f000" in table and '"text"' not in table
-    transcripts = [r["text"] for r in read_files(tmp_path / "out").to_pylist()]
+    transcripts = [r["text"] for r in transcripts_of(tmp_path / "out").values()]
     shown = table + str(found["markdown"].data)
     assert transcripts and not any(t in shown for t in transcripts)
 

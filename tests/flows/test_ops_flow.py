@@ -15,7 +15,14 @@ from invox_batch.dataset import read_files
 from invox_batch.ledger import Generation
 from invox_batch.settling import Unit
 
-from ..flow_helpers import audio_set, files_of_run, retry_flow_run, run_flow, write_csv_manifest
+from ..flow_helpers import (
+    audio_set,
+    files_of_run,
+    retry_flow_run,
+    run_flow,
+    transcripts_of,
+    write_csv_manifest,
+)
 from ..helpers import SandboxControl
 
 HALF_SECOND_H = 0.5 / 3600  # audio_set makes 0.5 s recordings
@@ -76,8 +83,10 @@ def test_captions_quality_and_the_run_report_artifact(
     rows = files_of_run(read_files(out), run.flow_run_id)
     assert all(isinstance(r["quality"], list) for r in rows)
     assert run.summary["quality"] == {}
+    texts = [r["text"] for r in transcripts_of(out).values()]
+    assert len(texts) == 3 and all(texts)
     page = (out / "reports" / f"{run.flow_run_id}.html").read_text()
-    assert page.count('<img class="plot"') == 4 and rows[0]["text"] not in page
+    assert page.count('<img class="plot"') == 4 and texts[0] not in page
 
     async def artifacts() -> list[Any]:
         async with get_client() as client:
@@ -91,7 +100,7 @@ def test_captions_quality_and_the_run_report_artifact(
     assert "3/3 files (100%): 3 completed, 0 failed, 0 in flight" in str(
         found["progress"].description
     )
-    assert not any(r["text"] in markdown for r in rows)
+    assert not any(t in markdown for t in texts)
 
 
 @pytest.mark.usefixtures("prefect_harness", "invox_env")
