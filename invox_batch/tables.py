@@ -77,11 +77,13 @@ _SEGMENT_KEY = (
 
 @dataclass(frozen=True)
 class Merged:
-    """What one run's MERGE changed: transcripts inserted or replaced, segments added, dropped."""
+    """What one run's MERGE changed (transcripts inserted or replaced, segments added, dropped)
+    and how long both tables' transactions took, reads included."""
 
     transcripts: int = 0
     segments_added: int = 0
     segments_removed: int = 0
+    seconds: float = 0.0
 
 
 def transcript_row(
@@ -239,12 +241,13 @@ class Tables:
         """MERGE one run's completed files: one transaction per table, only what changed."""
         if not transcripts:
             return Merged()
+        started = time.monotonic()
         source = _transcripts_table(transcripts)
         changed = _retrying(lambda: self._merge_transcripts(source))
         current = self._current_requests([str(r["file_id"]) for r in transcripts])
         wanted = [s for s in segments if current.get(str(s["file_id"])) == s["request_id"]]
         added, removed = _retrying(lambda: self._merge_segments(wanted, set(current)))
-        return Merged(changed, added, removed)
+        return Merged(changed, added, removed, round(time.monotonic() - started, 4))
 
     def _merge_transcripts(self, source: pa.Table) -> int:
         table = self._fresh(TRANSCRIPTS, TRANSCRIPTS_SCHEMA)

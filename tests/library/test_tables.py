@@ -129,3 +129,20 @@ def test_delete_files_and_vacuum_leave_no_byte_of_the_text(tmp_path: Path) -> No
                 b"words of r1" not in data and b"words of r7" not in data and b"r1 one" not in data
             )
     assert any(b"words of r2" in p.read_bytes() for p in (tmp_path / "tables").rglob("*.parquet"))
+
+
+def test_the_readers_the_readme_shows_read_the_tables(tmp_path: Path) -> None:
+    import duckdb
+    import polars as pl
+    from deltalake import DeltaTable
+
+    tables = Tables.of(Output.parse(str(tmp_path)))
+    _merge(tables, [_row("a", "r1", clinic="x"), _row("b", "r2", clinic="y")], ("clinic",))
+    _merge(tables, [_row("a", "r3", minutes=9, clinic="x")], ("clinic",))
+    path = tmp_path / "tables"
+    current = DeltaTable(str(path / "transcripts")).to_pandas()
+    assert sorted(current["request_id"]) == ["r2", "r3"]
+    assert pl.read_delta(str(path / "segments")).height == 4
+    transcripts = DeltaTable(str(path / "transcripts")).to_pyarrow_dataset()  # noqa: F841
+    assert duckdb.sql("select count(*) from transcripts").fetchall() == [(2,)]
+    assert len(DeltaTable(str(path / "transcripts"), version=1).to_pandas()) == 2
