@@ -10,10 +10,12 @@ carry no PHI, so the transaction log never quotes a transcript or an identifier.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
@@ -21,6 +23,7 @@ from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from .errors import SchemaDriftError, TablesError
+from .files import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, make_dirs, private_files
 from .output import Output
 
 __all__ = [
@@ -187,16 +190,31 @@ def _storage_options(output: Output) -> dict[str, str]:
 class Tables:
     """The two current tables under ``<out>/tables``, local or through an object store."""
 
-    def __init__(self, root: str, storage_options: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, root: str, storage_options: Mapping[str, str] | None = None, *, local: bool = False
+    ) -> None:
         self.root = root.rstrip("/")
         self.storage_options = dict(storage_options or {})
+        self.local = local
 
     @classmethod
     def of(cls, output: Output) -> Tables:
         """The tables of an output folder or URI."""
         if output.local is not None:
-            return cls(str(output.local.resolve() / "tables"))
+            return cls(str(output.local.resolve() / "tables"), local=True)
         return cls(f"{output.uri.rstrip('/')}/tables", _storage_options(output))
+
+    def _owner_only(self) -> None:
+        """Local tables are owner-only like the rest of the output (unless files are shared):
+        their folder is made so before deltalake writes, its files tightened after."""
+        if not self.local or not private_files():
+            return
+        make_dirs(Path(self.root), private=True)
+        for folder, dirs, files in os.walk(self.root):
+            for name in dirs:
+                os.chmod(os.path.join(folder, name), PRIVATE_DIR_MODE)
+            for name in files:
+                os.chmod(os.path.join(folder, name), PRIVATE_FILE_MODE)
 
     def uri(self, name: str) -> str:
         """Where one table lives."""
@@ -242,11 +260,13 @@ class Tables:
         if not transcripts:
             return Merged()
         started = time.monotonic()
+        self._owner_only()
         source = _transcripts_table(transcripts)
         changed = _retrying(lambda: self._merge_transcripts(source))
         current = self._current_requests([str(r["file_id"]) for r in transcripts])
         wanted = [s for s in segments if current.get(str(s["file_id"])) == s["request_id"]]
         added, removed = _retrying(lambda: self._merge_segments(wanted, set(current)))
+        self._owner_only()
         return Merged(changed, added, removed, round(time.monotonic() - started, 4))
 
     def _merge_transcripts(self, source: pa.Table) -> int:
@@ -315,6 +335,7 @@ class Tables:
         counts = []
         for name in (TRANSCRIPTS, SEGMENTS):
             counts.append(_retrying(lambda name=name: self._delete(name, ids)))  # type: ignore[misc]
+        self._owner_only()
         return counts[0], counts[1]
 
     def _delete(self, name: str, ids: pa.Table) -> int:
