@@ -163,7 +163,7 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
     output = Output.parse(out)
     _print_failed(summary, output)
     typer.echo("API calls: " + ", ".join(f"{k}={v}" for k, v in summary["api_calls"].items()))
-    typer.echo(f"log:      {summary['files_path']}")
+    typer.echo(f"files:    {summary['files_path']}")
     typer.echo(f"tables:   {summary['tables_path']}")
     report = Path("reports") / f"{summary['flow_run_id']}.html"
     if output.is_remote or (output.local and (output.local / report).is_file()):

@@ -36,6 +36,7 @@ def test_run_with_the_embedded_sandbox_then_rerun_from_cache(tmp_path: Path) -> 
     assert first.exit_code == 0, first.output
     assert "embedded sandbox" in first.output and "8 of 8 files completed" in first.output
     assert f"files:    {out}/files/run_date=" in first.output
+    assert f"tables:   {out}/tables" in first.output
     assert len(list((out / "captions").glob("*.vtt"))) == 8
 
     second = runner.invoke(app, ["run", str(SAMPLES / "manifest.csv"), "--out", str(out)])
