@@ -235,6 +235,13 @@ class Tables:
             return schema.empty_table()
         return _query(table, f"SELECT * FROM t{f' WHERE {sql_where}' if sql_where else ''}")
 
+    def count(self, name: str) -> int | None:
+        """Rows in a table now, or None while no run has written it."""
+        table = self.open(name)
+        if table is None:
+            return None
+        return int(_query(table, "SELECT count(*) AS n FROM t").column("n")[0].as_py())
+
     def _create(self, name: str, schema: pa.Schema) -> None:
         """An empty table with the PHI-free statistics setting; a no-op once it exists."""
         write_deltalake(

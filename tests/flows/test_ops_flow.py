@@ -96,6 +96,7 @@ def test_captions_quality_and_the_run_report_artifact(
     found = {a.type: a for a in asyncio.run(artifacts())}
     markdown = str(found["markdown"].data)
     assert f"# invox-batch report: run `{run.flow_run_id}`" in markdown
+    assert "| files in the current transcripts table | 3 |" in markdown
     assert f"[HTML report with plots]({(out / 'reports').resolve().as_uri()}/" in markdown
     assert "3/3 files (100%): 3 completed, 0 failed, 0 in flight" in str(
         found["progress"].description
