@@ -178,3 +178,21 @@ def test_forged_callbacks_never_change_a_result(
     forged = records(store)
     assert len(forged) == recorded  # trusting: recorded as hints; verifying: all refused
     assert {s["text"] for r in forged for s in r["payload"]["transcription"]} <= {"FORGED"}
+
+
+def test_forget_erases_the_recorded_callbacks_too(
+    sandbox: SandboxControl, verifying: ReceiverConfig, manifest: Path, tmp_path: Path
+) -> None:
+    from invox_batch.forgetting import forget
+
+    out = tmp_path / "out"
+    run = run_flow(sandbox, manifest, out, completion="callback", callback_listen="127.0.0.1:0")
+    assert run.state.is_completed(), run.state.message
+    store = out / ".state" / "callbacks"
+    assert len(records(store)) == FILES
+    file_id, gone = sorted(transcripts_of(out).items())[0]
+    forgot = forget(str(out), [file_id])
+    assert forgot.callbacks == 1 and len(records(store)) == FILES - 1
+    assert gone["request_id"] not in {r["requestId"] for r in records(store)}
+    needle = gone["text"].encode()
+    assert not [p for p in out.rglob("*") if p.is_file() and needle in p.read_bytes()]
