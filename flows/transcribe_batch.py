@@ -82,6 +82,8 @@ async def transcribe_batch(
     output.check_writable(state.result_storage)  # before any audio is read or paid for
     state_dir = Path(state.result_storage) if state.result_storage else output.default_state_dir()
     parsed = read_manifest(manifest)
+    tables = Tables.of(output)
+    tables.check_metadata(parsed.metadata_schema)  # a column the table cannot hold: refused now
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)
     checked = await check_all(take_shard(parsed, scale.shard), settings, state_dir)
@@ -89,7 +91,6 @@ async def transcribe_batch(
         settings, units_of(checked), state_dir, spend, polling, retrying, callbacks, scale, state
     )
     staging = output.local or state_dir / "staging" / _flow_run_id()
-    tables = Tables.of(output)
     written = _write(staging, checked, outcomes, settings.api_version, captions, parsed, tables)
     summary = _summary(manifest, scale, settings, checked, run, written, output, started)
     return await _conclude(output, staging, summary, written)

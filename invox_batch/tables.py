@@ -226,6 +226,8 @@ class Tables:
             return DeltaTable(self.uri(name), storage_options=self.storage_options or None)
         except TableNotFoundError:
             return None
+        except (DeltaError, OSError) as exc:
+            raise TablesError(f"cannot open the {name} table: {_one_line(exc)}") from None
 
     def read(self, name: str, sql_where: str | None = None) -> pa.Table:
         """A whole table (or the rows matching a SQL condition) as Arrow; empty if absent."""
@@ -234,6 +236,19 @@ class Tables:
         if table is None:
             return schema.empty_table()
         return _query(table, f"SELECT * FROM t{f' WHERE {sql_where}' if sql_where else ''}")
+
+    def check_metadata(self, metadata: pa.Schema) -> None:
+        """Refuse, before anything is paid, manifest columns the transcripts table cannot hold."""
+        table = self.open(TRANSCRIPTS)
+        if table is None:
+            return
+        target = pa.schema(table.schema().to_arrow())
+        for field in metadata:
+            if field.name in target.names and not _fits(field.type, target.field(field.name).type):
+                raise SchemaDriftError(
+                    f"manifest column {field.name!r} is {field.type} but the transcripts table "
+                    f"holds {target.field(field.name).type}: rename the column or keep its type"
+                )
 
     def count(self, name: str) -> int | None:
         """Rows in a table now, or None while no run has written it."""
@@ -374,8 +389,25 @@ class Tables:
 
 def _query(table: DeltaTable, sql: str) -> pa.Table:
     """A SQL query over one Delta table (as ``t``), through DataFusion, as an Arrow table."""
-    reader = QueryBuilder().register("t", table).execute(sql)
-    return pa.table(reader.read_all())
+    try:
+        reader = QueryBuilder().register("t", table).execute(sql)
+        return pa.table(reader.read_all())
+    except Exception as exc:  # DataFusion's errors arrive as plain exceptions
+        raise TablesError(f"cannot read a table: {_one_line(exc)}") from None
+
+
+def _fits(source: pa.DataType, target: pa.DataType) -> bool:
+    """A manifest column's values can go into a table column of ``target`` type."""
+    if pa.types.is_dictionary(source):
+        source = source.value_type
+    if source == target or pa.types.is_null(source):
+        return True
+    kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_timestamp)
+    if any(kind(source) and kind(target) for kind in kinds):
+        return True
+    if pa.types.is_large_string(source) and pa.types.is_string(target):
+        return True
+    return bool(pa.types.is_integer(source) and pa.types.is_floating(target))
 
 
 def _quote(name: str) -> str:

@@ -23,6 +23,7 @@ from invox import (
 )
 
 from ..callbacks import callback_options
+from ..errors import SchemaDriftError, TablesError
 from ..files import PRIVATE_FILES_ENV, private_files
 from ..manifest import FORMATS, ManifestError, read_manifest
 from ..output import Output
@@ -284,9 +285,12 @@ def run(
         except InvoxError as exc:
             raise fail_usage(f"--callback-url: {exc.message}") from None
     try:
-        read_manifest(manifest)
+        from ..tables import Tables  # deltalake loads only for a run
+
+        parsed = read_manifest(manifest)
         output = Output.parse(out)
-    except ManifestError as exc:
+        Tables.of(output).check_metadata(parsed.metadata_schema)
+    except (ManifestError, SchemaDriftError, TablesError) as exc:
         raise fail_usage(str(exc)) from None
     except InvoxError as exc:
         raise fail_usage(f"--out: {exc.message}") from None

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from invox_batch.errors import SchemaDriftError
@@ -146,3 +147,14 @@ def test_the_readers_the_readme_shows_read_the_tables(tmp_path: Path) -> None:
     transcripts = DeltaTable(str(path / "transcripts")).to_pyarrow_dataset()  # noqa: F841
     assert duckdb.sql("select count(*) from transcripts").fetchall() == [(2,)]
     assert len(DeltaTable(str(path / "transcripts"), version=1).to_pandas()) == 2
+
+
+def test_a_manifest_column_the_table_cannot_hold_is_refused_up_front(tmp_path: Path) -> None:
+    tables = Tables.of(Output.parse(str(tmp_path)))
+    tables.check_metadata(pa.schema([("clinic", pa.string())]))  # no table yet: anything goes
+    _merge(tables, [_row("a", "r1", clinic=3, site="x")], ("clinic", "site"))
+    tables.check_metadata(
+        pa.schema([("clinic", pa.int32()), ("site", pa.null()), ("new", pa.bool_())])
+    )
+    with pytest.raises(SchemaDriftError, match="manifest column 'clinic' is string"):
+        tables.check_metadata(pa.schema([("clinic", pa.string())]))
