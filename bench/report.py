@@ -27,6 +27,10 @@ LIMITS: dict[str, tuple[float, bool]] = {
     "large_upload_throughput_vs_curl": (0.8, True),
     "adaptive_vs_tuned_wall_ratio": (1.3, False),
     "adaptive_429_share": (0.05, False),
+    "ledger_ms_per_file_postgresql": (5.0, False),
+    "ledger_locate_10k_s_postgresql": (2.0, False),
+    "ledger_rerun_api_calls_postgresql": (0.0, False),
+    "ledger_rerun_wall_ratio_postgresql": (0.10, False),
     # Issue 16: the current tables.
     "tables_bytes_ratio_5_runs": (1.2, False),
     "tables_merge_share": (0.10, False),

@@ -18,6 +18,7 @@ from types import ModuleType
 
 from bench import (
     targets_adaptive,
+    targets_ledger,
     targets_polling,
     targets_scale,
     targets_tables,
@@ -32,6 +33,7 @@ GROUPS: tuple[ModuleType, ...] = (
     targets_polling,
     targets_upload,
     targets_adaptive,
+    targets_ledger,
     targets_tables,
 )
 

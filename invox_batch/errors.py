@@ -7,6 +7,7 @@ Exception tree::
     ├── SchemaDriftError            rows that do not fit the dataset's declared schema
     ├── ReportError                 there is no dataset to report on at that location
     ├── TablesError                 the current tables could not be read or updated
+    ├── LedgerUnavailable           the ledger's database could not be reached for a while
     └── CallbackRejected            a callback the receiver refuses (carries an HTTP status)
 
 Client errors (``invox.InvoxError`` and its tree) stay the client's; their ``error_type`` values
@@ -22,6 +23,7 @@ __all__ = [
     "CallbackRejected",
     "ErrorType",
     "InvoxBatchError",
+    "LedgerUnavailable",
     "ManifestError",
     "ReportError",
     "SchemaDriftError",
@@ -44,6 +46,7 @@ class ErrorType(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"  # not submitted: max_audio_hours would be exceeded
     FORGOTTEN = "forgotten"  # erased by `invox-batch forget`; not transcribed again without --force
     INTERNAL_ERROR = "internal_error"  # a bug or a lost worker; see the logs, then rerun
+    LEDGER_UNAVAILABLE = "ledger_unavailable"  # the ledger's database was down; rerun
     # The provider's verdict on the job.
     PROVIDER_ERROR = "provider_error"  # the job ended ERROR; a rerun resubmits it
     # The client's errors (invox.InvoxError.error_type).
@@ -95,6 +98,10 @@ class ReportError(InvoxBatchError, ValueError):
 
 class TablesError(InvoxBatchError):
     """The current tables could not be read or updated; names the table, never a value."""
+
+
+class LedgerUnavailable(InvoxBatchError):
+    """The ledger's database stayed unreachable; what was already recorded is safe: rerun."""
 
 
 class CallbackRejected(InvoxBatchError):

@@ -1,7 +1,7 @@
 """Erasure that sticks: ``invox-batch forget`` removes files' transcripts from every place.
 
-The tables (DELETE, then VACUUM so the bytes are gone), the captions, the ledger (its records,
-replaced by tombstones so a rerun neither transcribes nor pays again unless forced), the
+The tables (DELETE, then VACUUM so the bytes are gone), the captions, the ledger (its results,
+with a tombstone left so a rerun neither transcribes nor pays again unless forced), the
 callback store, and the per-run log parts that name the files (rewritten atomically). Files
 sharing a forgotten file's audio are forgotten with it: they hold the same transcript. What it
 did is counted, never quoted, and appended to ``<out>/forgotten.jsonl``.
@@ -9,6 +9,7 @@ did is counted, never quoted, and appended to ``<out>/forgotten.jsonl``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -61,7 +62,7 @@ class Forgot:
         return (
             f"{verb} {self.files} files ({self.audio} audio): {self.transcripts} transcripts, "
             f"{self.segments} segments, {self.captions} caption files, {self.ledger_records} "
-            f"ledger records, {self.callbacks} callbacks, {self.log_rows} log rows in "
+            f"ledger transcripts, {self.callbacks} callbacks, {self.log_rows} log rows in "
             f"{self.log_parts} parts"
         )
 
@@ -187,6 +188,17 @@ def _audit(output: Output, forgot: Forgot, by: list[str]) -> None:
     output.fs.pipe_file(target, before + line)
 
 
+async def _forget_in_ledger(
+    state: Path, url: str | None, identities: set[str], dry_run: bool
+) -> int:
+    """Remove the identities' transcripts from the ledger (tombstones left); in a dry run, how
+    many are not forgotten yet."""
+    async with Ledger.open(state, None, url) as ledger:
+        if dry_run:
+            return len(identities - await ledger.tombstoned(identities))
+        return await ledger.forget(identities)
+
+
 def forget(
     out: str,
     file_ids: Sequence[str] = (),
@@ -194,6 +206,7 @@ def forget(
     *,
     state_dir: Path | None = None,
     callback_store: Path | None = None,
+    ledger_url: str | None = None,
     dry_run: bool = False,
 ) -> Forgot:
     """Erase the chosen files' transcripts from everything under ``out`` and its state."""
@@ -213,13 +226,12 @@ def forget(
         "transcripts": sum(1 for f in current.column("file_id").to_pylist() if f in files),
         "segments": sum(1 for f in segments if f in files),
     }
-    ledger = Ledger(state / "results")
-    erased = ledger.forget(identities, dry_run=dry_run)
+    erased = asyncio.run(_forget_in_ledger(state, ledger_url, identities, dry_run))
     if not dry_run:
         tables.delete_files(files)
     captions = _captions(output, state, files, dry_run)
     store = callback_store or state / "callbacks"
-    callbacks = _callbacks(store, request_ids | erased.request_ids, dry_run)
+    callbacks = _callbacks(store, request_ids, dry_run)
     log_rows, touched = _rewrite_log(output, parts, files, dry_run)
     forgot = Forgot(
         dry_run,
@@ -228,7 +240,7 @@ def forget(
         counts["transcripts"],
         counts["segments"],
         captions,
-        erased.records,
+        erased,
         callbacks,
         log_rows,
         touched,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +33,10 @@ def forget(
     callback_store: Annotated[
         str | None, typer.Option(help="The run's callback records [<state>/callbacks].")
     ] = None,
+    ledger_url: Annotated[
+        str | None,
+        typer.Option(help="The runs' PostgreSQL ledger [INVOX_LEDGER_URL, else <state>]."),
+    ] = None,
 ) -> None:
     """Erase files' transcripts everywhere under OUT and its state; reruns skip them unless --force."""
     from ..forgetting import forget as erase
@@ -43,6 +48,7 @@ def forget(
             where,
             state_dir=Path(result_storage) if result_storage else None,
             callback_store=Path(callback_store) if callback_store else None,
+            ledger_url=ledger_url or os.environ.get("INVOX_LEDGER_URL") or None,
             dry_run=dry_run,
         )
     except (InvoxBatchError, InvoxError) as exc:
@@ -68,6 +74,4 @@ def migrate(
 
 def _base_url() -> str | None:
     """INVOX_BASE_URL, which with each row's sha256 and api_version names its ledger records."""
-    import os
-
     return os.environ.get("INVOX_BASE_URL") or None
