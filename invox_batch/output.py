@@ -97,13 +97,13 @@ class Output:
                 raise ConfigurationError(
                     f"cannot write to the output {self.uri}: {_one_line(exc)}"
                 ) from None
-            protocol = str(fsspec.core.split_protocol(self.uri)[0])
-            if protocol not in TABLE_PROTOCOLS:
-                raise ConfigurationError(
-                    f"cannot keep the current tables at {protocol}:// (Delta Lake reaches "
-                    f"{', '.join(sorted(TABLE_PROTOCOLS))}:// and local folders): pick another --out"
-                )
         _check_local(self.state_dir(result_storage, local_ledger, shared), "state folder")
+        protocol = str(fsspec.core.split_protocol(self.uri)[0])
+        if self.is_remote and protocol not in TABLE_PROTOCOLS:
+            raise ConfigurationError(
+                f"cannot keep the current tables at {protocol}:// (Delta Lake reaches "
+                f"{', '.join(sorted(TABLE_PROTOCOLS))}:// and local folders): pick another --out"
+            )
 
     def location(self, relative: Path) -> str:
         """What to tell the user: the final path or URI of a file written under ``relative``."""

@@ -227,12 +227,9 @@ def run(
         except InvoxError as exc:
             raise fail_usage(f"--callback-url: {exc.message}") from None
     try:
-        from ..tables import Tables  # deltalake loads only for a run
-
         parsed = read_manifest(manifest)
         output = Output.parse(out)
-        Tables.of(output).check_metadata(parsed.metadata_schema)
-    except (ManifestError, SchemaDriftError, TablesError) as exc:
+    except ManifestError as exc:
         raise fail_usage(str(exc)) from None
     except InvoxError as exc:
         raise fail_usage(f"--out: {exc.message}") from None
@@ -248,6 +245,11 @@ def run(
         groups["callbacks"] = Callbacks(callback_url=callback_url, **hybrid)
         shared = _ledger_checked(ledger_url, output, groups["state"])
         output.check_writable(groups["state"].result_storage, local_ledger, shared)
+        from ..tables import Tables  # deltalake loads only for a run
+
+        Tables.of(output).check_metadata(parsed.metadata_schema)
+    except (SchemaDriftError, TablesError) as exc:
+        raise fail_usage(str(exc)) from None
     except InvoxError as exc:
         raise fail_usage(exc.message) from None
     except ValidationError as exc:
