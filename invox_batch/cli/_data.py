@@ -73,5 +73,6 @@ def migrate(
 
 
 def _base_url() -> str | None:
-    """INVOX_BASE_URL, which with each row's sha256 and api_version names its ledger records."""
-    return os.environ.get("INVOX_BASE_URL") or None
+    """What the runs' ledger keys audio by, with each row's sha256 and api_version:
+    INVOX_CACHE_NAMESPACE, else INVOX_BASE_URL."""
+    return os.environ.get("INVOX_CACHE_NAMESPACE") or os.environ.get("INVOX_BASE_URL") or None
