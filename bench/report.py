@@ -31,6 +31,10 @@ LIMITS: dict[str, tuple[float, bool]] = {
     "ledger_locate_10k_s_postgresql": (2.0, False),
     "ledger_rerun_api_calls_postgresql": (0.0, False),
     "ledger_rerun_wall_ratio_postgresql": (0.10, False),
+    # Issue 16: the current tables.
+    "tables_bytes_ratio_5_runs": (1.2, False),
+    "tables_merge_share": (0.10, False),
+    "tables_read_pandas_10k_s": (1.0, False),
 }
 
 

@@ -21,6 +21,7 @@ from bench import (
     targets_ledger,
     targets_polling,
     targets_scale,
+    targets_tables,
     targets_upload,
 )
 from bench.context import Context, Wanted
@@ -33,6 +34,7 @@ GROUPS: tuple[ModuleType, ...] = (
     targets_upload,
     targets_adaptive,
     targets_ledger,
+    targets_tables,
 )
 
 

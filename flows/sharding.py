@@ -216,7 +216,7 @@ async def _conclude(
         ],
         "wall_s": round(time.monotonic() - started, 3),
         "files_path": output.location(Path("files")),
-        "segments_path": output.location(Path("segments")),
+        "tables_path": output.location(Path("tables")),
     }
     staging = output.local or Path(output.default_state_dir()) / "staging" / parent
     path = write_summary(staging, parent, summary)

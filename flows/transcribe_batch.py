@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import datetime as dt
 import gc
 import shutil
@@ -20,7 +21,7 @@ from invox import ConfigurationError, InvoxError, InvoxSettings
 from invox_batch.callbacks import completion_for
 from invox_batch.captions import write_run_captions
 from invox_batch.checks import Checked, check_all, units_of
-from invox_batch.dataset import file_row, segment_rows, write_run
+from invox_batch.dataset import file_row, write_run
 from invox_batch.errors import InvoxBatchError
 from invox_batch.ledger import Ledger
 from invox_batch.manifest import Manifest, read_manifest
@@ -41,6 +42,7 @@ from invox_batch.report import build_run_report, report_section, summarise, writ
 from invox_batch.settling import Run, Unit, counted_client, settle_all
 from invox_batch.shards import take_shard
 from invox_batch.stopping import Stopped, current_stop
+from invox_batch.tables import Merged, Tables, split_run
 from tasks.outcomes import ledger_groups, show_cached
 from tasks.settle import FEW_FILES, OnDask, OnLoop, authenticate, batch_label
 
@@ -85,6 +87,8 @@ async def transcribe_batch(
         output, settings, state_dir, ledger, parsed = await _inputs(
             manifest, out, api_version, state
         )
+        tables = Tables.of(output)
+        tables.check_metadata(parsed.metadata_schema)  # a column the table cannot hold
     except (InvoxBatchError, InvoxError) as exc:
         return _refused(exc)
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
@@ -107,7 +111,7 @@ async def transcribe_batch(
     except Stopped as stopped:  # a signal: what was accepted is on record, nothing is written
         return Cancelled(message=str(stopped))
     staging = output.local or state_dir / "staging" / _flow_run_id()
-    written = _write(staging, checked, outcomes, settings.api_version, captions, parsed)
+    written = _write(staging, checked, outcomes, settings.api_version, captions, parsed, tables)
     summary = _summary(manifest, scale, settings, checked, run, written, output, started)
     return await _conclude(output, staging, summary, written)
 
@@ -228,13 +232,13 @@ def _run_date() -> dt.date:
 
 @dataclass(frozen=True)
 class Written:
-    """What the run staged: its ``files`` rows and every file to publish."""
+    """What the run staged: its ``files`` rows, every file to publish, what it MERGEd."""
 
     rows: list[dict[str, Any]]
     parts: list[Path]
     files_path: Path
-    segments_path: Path
     captions_failed: int
+    merged: Merged
 
 
 def _write(
@@ -244,20 +248,26 @@ def _write(
     api_version: str,
     captions: Captions,
     manifest: Manifest,
+    tables: Tables,
 ) -> Written:
-    """The run's Parquet parts and caption files, staged (written atomically)."""
+    """MERGE the transcripts into the tables, then stage the log part and the caption files."""
     flow_run_id = _flow_run_id()
     per_row = [(c, outcomes[c.identity] if c.identity else c.local_failure()) for c in checked]
-    rows = [file_row(c.row, c.check, o, flow_run_id, api_version) for c, o in per_row]
-    rows = assign_quality(rows, [o.segments for _, o in per_row])
-    segments = [s for c, o in per_row for s in segment_rows(c.row, c.check, o, flow_run_id)]
-    written = write_run(staging, flow_run_id, _run_date(), rows, segments, manifest.metadata_schema)
+    rows = [
+        {**file_row(c.row, c.check, o, flow_run_id, api_version, c.identity), "text": o.text}
+        for c, o in per_row
+    ]
+    segments = [o.segments for _, o in per_row]
+    rows, transcripts, segment_list = split_run(
+        assign_quality(rows, segments), segments, manifest.metadata_schema.names
+    )
+    merged = tables.merge_run(transcripts, segment_list)  # before the log points to them
+    written = write_run(staging, flow_run_id, _run_date(), rows, manifest.metadata_schema)
     completed = [(c.row.file_id, o.vtt, o.segments) for c, o in per_row if o.status == "completed"]
     parts, captions_failed = write_run_captions(
         staging, completed, vtt=captions.vtt, srt=captions.srt, log=get_run_logger()
     )
-    parts = [written.files_path, written.segments_path, *parts]
-    return Written(rows, parts, written.files_path, written.segments_path, captions_failed)
+    return Written(rows, [written.files_path, *parts], written.files_path, captions_failed, merged)
 
 
 def _summary(
@@ -286,7 +296,8 @@ def _summary(
         "budget": run.budget.summary() or None,
         "wall_s": round(time.monotonic() - started, 3),
         "files_path": output.location(written.files_path.relative_to(staging)),
-        "segments_path": output.location(written.segments_path.relative_to(staging)),
+        "tables_path": output.location(Path("tables")),
+        "tables_merged": dataclasses.asdict(written.merged),
         "quality": count_flags(written.rows),
         "captions_failed": written.captions_failed,
     }

@@ -1,8 +1,9 @@
-"""The Parquet dataset: schema as code, atomic per-run part files, hive-partitioned by run date.
+"""The per-run log: schema as code, atomic per-run part files, hive-partitioned by run date.
 
-Layout: ``<out>/files/run_date=YYYY-MM-DD/<flow_run_id>.parquet`` and the same under
-``<out>/segments/``. One part file per flow run, so a retry of the same flow run replaces its
-parts (even across a date change) and never duplicates rows.
+Layout: ``<out>/files/run_date=YYYY-MM-DD/<flow_run_id>.parquet``, one row per manifest row per
+run: operations, never transcript text (that lives in the current tables, ``tables.py``). One
+part file per flow run, so a retry of the same flow run replaces its part (even across a date
+change) and never duplicates rows.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pyarrow.parquet as pq
 from .errors import SchemaDriftError
 from .failpoints import failpoint
 from .files import atomic_write, make_dirs, sweep_stale_temps
+from .output import Output
 from .records import Outcome
 
 
@@ -83,6 +85,7 @@ _FILES_FIELDS = [
     _field("row_index", pa.int32(), nullable=False),
     _field("audio_path", pa.string(), nullable=False),
     _field("sha256", pa.string()),
+    _field("audio_identity", pa.string()),
     _field("bytes", pa.int64()),
     _field("mime_type", pa.string()),
     _field("duration_s", pa.float64()),
@@ -90,7 +93,6 @@ _FILES_FIELDS = [
     _field("error_type", pa.string()),
     _field("error_message", pa.string()),
     _field("request_id", pa.string()),
-    _field("text", pa.string()),
     _field("n_segments", pa.int32()),
     _field("attempts", pa.int32(), nullable=False),
     _field("from_cache", pa.bool_(), nullable=False),
@@ -102,51 +104,16 @@ _FILES_FIELDS = [
 ]
 FILES_SCHEMA: pa.Schema = _with_version(pa.schema(_FILES_FIELDS))
 
-SEGMENTS_SCHEMA: pa.Schema = _with_version(
-    pa.schema(
-        [
-            _field("file_id", pa.string(), nullable=False),
-            _field("sha256", pa.string(), nullable=False),
-            _field("request_id", pa.string(), nullable=False),
-            _field("segment_index", pa.int32(), nullable=False),
-            _field("start_s", pa.float64(), nullable=False),
-            _field("end_s", pa.float64(), nullable=False),
-            _field("text", pa.string(), nullable=False),
-            _field("speaker", pa.string()),
-            _field("flow_run_id", pa.string(), nullable=False),
-        ]
-    )
-)
-
 # Columns a row may leave out, and the value they then get.
 _FILES_DEFAULTS: dict[str, Any] = {"quality": []}
-
-# The latest *transcript* per file: failed rows (a later timeout, say) never hide a completed one.
-LATEST_PER_FILE_SQL = """\
-SELECT *
-FROM read_parquet('{out}/files/*/*.parquet', hive_partitioning = true, union_by_name = true)
-WHERE status = 'completed'
-QUALIFY row_number() OVER (
-    PARTITION BY file_id
-    ORDER BY completed_at DESC NULLS LAST, run_date DESC, flow_run_id DESC
-) = 1
-ORDER BY file_id
-"""
 
 
 @dataclass(frozen=True)
 class WrittenRun:
-    """Where one flow run's part files landed, and how many rows each holds."""
+    """Where one flow run's part file landed, and how many rows it holds."""
 
     files_path: Path
-    segments_path: Path
     rows: int
-    segments: int
-
-
-def latest_per_file_sql(out: str | Path) -> str:
-    """LATEST_PER_FILE_SQL for a concrete output folder, quoted for a SQL string literal."""
-    return LATEST_PER_FILE_SQL.format(out=str(out).replace("'", "''"))
 
 
 def _metadata_field(field: pa.Field) -> pa.Field:
@@ -273,14 +240,13 @@ def _to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema, table: str) 
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _check_run_values(files: pa.Table, segments: pa.Table, flow_run_id: str) -> None:
+def _check_run_values(files: pa.Table, flow_run_id: str) -> None:
     """Statuses are known ones and every row belongs to the flow run the part is named after."""
     unknown = set(files.column("status").to_pylist()) - STATUSES
     if unknown:
         raise SchemaDriftError(f"files column 'status' has values outside {sorted(STATUSES)}")
-    for name, table in (("files", files), ("segments", segments)):
-        if set(table.column("flow_run_id").to_pylist()) - {flow_run_id}:
-            raise SchemaDriftError(f"{name} rows carry a flow_run_id other than the run's")
+    if set(files.column("flow_run_id").to_pylist()) - {flow_run_id}:
+        raise SchemaDriftError("files rows carry a flow_run_id other than the run's")
 
 
 def _part_name(flow_run_id: str) -> str:
@@ -292,7 +258,7 @@ def _part_name(flow_run_id: str) -> str:
     return f"{flow_run_id}.parquet"
 
 
-def _write_parquet(path: Path, table: pa.Table, *, private: bool | None) -> None:
+def write_parquet(path: Path, table: pa.Table, *, private: bool | None) -> None:
     """One part file, atomically; zstd because every reader we serve supports it."""
 
     def write(handle: BinaryIO) -> None:
@@ -310,14 +276,21 @@ def _remove_other_dates(root: Path, name: str, keep: Path) -> None:
 
 
 def file_row(
-    row: _Row, check: _Audio, outcome: Outcome, flow_run_id: str, api_version: str
+    row: _Row,
+    check: _Audio,
+    outcome: Outcome,
+    flow_run_id: str,
+    api_version: str,
+    identity: str | None = None,
 ) -> dict[str, Any]:
-    """One ``files`` row: identity, local facts, outcome, then the manifest's metadata."""
+    """One ``files`` row: identity, local facts, outcome, then the manifest's metadata (no text:
+    a completed row's transcript is the current table's row with this file_id and request_id)."""
     return {
         "file_id": row.file_id,
         "row_index": row.index,
         "audio_path": row.audio_path,
         "sha256": check.sha256,
+        "audio_identity": identity,
         "bytes": check.bytes,
         "mime_type": check.mime_type,
         "duration_s": check.duration_s,
@@ -325,7 +298,6 @@ def file_row(
         "error_type": outcome.error_type,
         "error_message": outcome.error_message,
         "request_id": outcome.request_id,
-        "text": outcome.text,
         "n_segments": len(outcome.segments) if outcome.status == "completed" else 0,
         "attempts": outcome.attempts,
         "from_cache": outcome.from_cache,
@@ -338,55 +310,28 @@ def file_row(
     }
 
 
-def segment_rows(
-    row: _Row, check: _Audio, outcome: Outcome, flow_run_id: str
-) -> list[dict[str, Any]]:
-    """The ``segments`` rows of one completed file, in order."""
-    if outcome.status != "completed":
-        return []
-    return [
-        {
-            "file_id": row.file_id,
-            "sha256": check.sha256,
-            "request_id": outcome.request_id,
-            "segment_index": index,
-            "start_s": segment.start,
-            "end_s": segment.end,
-            "text": segment.text,
-            "speaker": segment.speaker,
-            "flow_run_id": flow_run_id,
-        }
-        for index, segment in enumerate(outcome.segments)
-    ]
-
-
 def write_run(
     out: str | Path,
     flow_run_id: str,
     run_date: datetime.date,
     file_rows: Sequence[Mapping[str, Any]],
-    segment_rows: Sequence[Mapping[str, Any]],
     metadata_schema: pa.Schema,
     *,
     private: bool | None = None,
 ) -> WrittenRun:
-    """Write (or replace) one flow run's files and segments parts; validation precedes any I/O."""
+    """Write (or replace) one flow run's log part; validation precedes any I/O."""
     if isinstance(run_date, datetime.datetime) or not isinstance(run_date, datetime.date):
         raise TypeError("run_date must be a datetime.date (not a datetime)")
     name = _part_name(flow_run_id)
     files = _to_table(file_rows, files_schema(metadata_schema), "files")
-    segments = _to_table(segment_rows, SEGMENTS_SCHEMA, "segments")
-    _check_run_values(files, segments, flow_run_id)
+    _check_run_values(files, flow_run_id)
     root, partition = Path(out), f"{PARTITION_COLUMN}={run_date.isoformat()}"
     make_dirs(root, private=private)
-    segments_path = root / "segments" / partition / name
     files_path = root / "files" / partition / name
-    _write_parquet(segments_path, segments, private=private)
-    _write_parquet(files_path, files, private=private)
-    _remove_other_dates(root / "segments", name, segments_path)
+    write_parquet(files_path, files, private=private)
     _remove_other_dates(root / "files", name, files_path)
     sweep_stale_temps(root, f"*/{PARTITION_COLUMN}=*/.*.parquet.tmp-*")
-    return WrittenRun(files_path, segments_path, files.num_rows, segments.num_rows)
+    return WrittenRun(files_path, files.num_rows)
 
 
 def _read(root: Path, base: pa.Schema, sort_keys: Sequence[str]) -> pa.Table:
@@ -410,7 +355,28 @@ def read_files(out: str | Path) -> pa.Table:
     return _read(Path(out) / "files", FILES_SCHEMA, (PARTITION_COLUMN, "flow_run_id", "row_index"))
 
 
-def read_segments(out: str | Path) -> pa.Table:
-    """The whole segments dataset with its run_date column; hidden temp files are never read."""
-    keys = (PARTITION_COLUMN, "flow_run_id", "file_id", "segment_index")
-    return _read(Path(out) / "segments", SEGMENTS_SCHEMA, keys)
+def log_parts(output: Output) -> list[str]:
+    """Every per-run part of an output (local paths or paths inside its filesystem), sorted."""
+    if output.local is not None:
+        return sorted(str(p) for p in output.local.glob(f"files/{PARTITION_COLUMN}=*/*.parquet"))
+    return sorted(
+        str(p) for p in output.fs.glob(f"{output.root}/files/{PARTITION_COLUMN}=*/*.parquet")
+    )
+
+
+def read_part(output: Output, part: str) -> pa.Table:
+    """One part as written (no partition column)."""
+    if output.local is not None:
+        return pq.read_table(part, partitioning=None)
+    with output.fs.open(part, "rb") as handle:
+        return pq.read_table(handle, partitioning=None)
+
+
+def replace_part(output: Output, part: str, table: pa.Table) -> None:
+    """Rewrite one part atomically: a local rename, or one all-or-nothing object PUT."""
+    if output.local is not None:
+        write_parquet(Path(part), table, private=None)
+        return
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    output.fs.pipe_file(part, sink.getvalue().to_pybytes())

@@ -6,6 +6,7 @@ Exception tree::
     ├── ManifestError               the manifest cannot be read (a bad row is a failed row instead)
     ├── SchemaDriftError            rows that do not fit the dataset's declared schema
     ├── ReportError                 there is no dataset to report on at that location
+    ├── TablesError                 the current tables could not be read or updated
     ├── LedgerUnavailable           the ledger's database could not be reached for a while
     └── CallbackRejected            a callback the receiver refuses (carries an HTTP status)
 
@@ -26,6 +27,7 @@ __all__ = [
     "ManifestError",
     "ReportError",
     "SchemaDriftError",
+    "TablesError",
 ]
 
 
@@ -42,6 +44,7 @@ class ErrorType(StrEnum):
     NOT_AUDIO = "not_audio"  # not audio at all (text, an image, a truncated header)
     # The run's own limits.
     BUDGET_EXCEEDED = "budget_exceeded"  # not submitted: max_audio_hours would be exceeded
+    FORGOTTEN = "forgotten"  # erased by `invox-batch forget`; not transcribed again without --force
     INTERNAL_ERROR = "internal_error"  # a bug or a lost worker; see the logs, then rerun
     LEDGER_UNAVAILABLE = "ledger_unavailable"  # the ledger's database was down; rerun
     # The provider's verdict on the job.
@@ -91,6 +94,10 @@ class SchemaDriftError(InvoxBatchError, ValueError):
 
 class ReportError(InvoxBatchError, ValueError):
     """No dataset to report on (nothing written yet, or no such run)."""
+
+
+class TablesError(InvoxBatchError):
+    """The current tables could not be read or updated; names the table, never a value."""
 
 
 class LedgerUnavailable(InvoxBatchError):

@@ -35,7 +35,8 @@ __all__ = [
     "read_manifest",
 ]
 
-RESERVED_COLUMNS: frozenset[str] = frozenset({*FILES_SCHEMA.names, PARTITION_COLUMN})
+# The log's columns, its partition, and the one column only the transcripts table adds.
+RESERVED_COLUMNS: frozenset[str] = frozenset({*FILES_SCHEMA.names, PARTITION_COLUMN, "text"})
 INPUT_COLUMNS = ("audio_path", "file_id", "mime_type")
 
 Format = Literal["csv", "jsonl", "parquet"]

@@ -1,7 +1,7 @@
 """Where a run's dataset goes: a local folder, or any fsspec URI reached through local staging.
 
 Part files are always written locally first (temp file, fsync, rename). For a remote ``out``
-(``s3://``, ``gs://``, ``memory://``…) each finished file is then copied with one PUT, which
+(``s3://``, ``gs://``…) each finished file is then copied with one PUT, which
 object stores make all-or-nothing, so readers never see a partial part there either.
 """
 
@@ -23,7 +23,9 @@ from invox import ConfigurationError
 
 __all__ = ["Output"]
 
-_PART_KINDS = ("files", "segments")
+_PART_KINDS = ("files",)
+# Object stores the Delta tables (through deltalake's object_store) can reach besides folders.
+TABLE_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "azure"})
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,12 @@ class Output:
                     f"cannot write to the output {self.uri}: {_one_line(exc)}"
                 ) from None
         _check_local(self.state_dir(result_storage, local_ledger, shared), "state folder")
+        protocol = str(fsspec.core.split_protocol(self.uri)[0])
+        if self.is_remote and protocol not in TABLE_PROTOCOLS:
+            raise ConfigurationError(
+                f"cannot keep the current tables at {protocol}:// (Delta Lake reaches "
+                f"{', '.join(sorted(TABLE_PROTOCOLS))}:// and local folders): pick another --out"
+            )
 
     def location(self, relative: Path) -> str:
         """What to tell the user: the final path or URI of a file written under ``relative``."""

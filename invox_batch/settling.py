@@ -63,6 +63,10 @@ T = TypeVar("T")
 Log = logging.Logger | logging.LoggerAdapter[logging.Logger]
 RETRY_AFTER_CAP_S = 120.0
 ENDPOINTS = ("token", "presign", "upload", "status")
+FORGOTTEN_MESSAGE = (
+    "this audio's transcript was erased by `invox-batch forget`; not transcribed again: "
+    "drop the row from the manifest, or rerun with --force to transcribe it anew"
+)
 
 
 @dataclass(frozen=True)
@@ -442,12 +446,16 @@ async def settle_all(
 ) -> dict[str, Outcome]:
     """Every unit's outcome: budget-refused, from the ledger, or settled by the executor."""
     spend = run.spend
-    places = await run.ledger.locate_all(units, spend.max_resubmits, spend.force, run.flow_run_id)
-    run.budget = plan_units(units.values(), places, spend.max_audio_hours, run.flow_run_id)
+    forgotten = set() if spend.force else await run.ledger.tombstoned(units)
+    live = {i: u for i, u in units.items() if i not in forgotten}
+    places = await run.ledger.locate_all(live, spend.max_resubmits, spend.force, run.flow_run_id)
+    run.budget = plan_units(live.values(), places, spend.max_audio_hours, run.flow_run_id)
     outcomes: dict[str, Outcome] = {}
     for identity, unit in units.items():
-        place = places[identity]
-        if identity in run.budget.skipped:
+        place = places.get(identity)
+        if place is None:  # erased by `forget`: neither transcribed nor paid for again
+            outcomes[identity] = Outcome.failed(ErrorType.FORGOTTEN, FORGOTTEN_MESSAGE)
+        elif identity in run.budget.skipped:
             outcomes[identity] = run.budget.outcome(identity)
         elif place.action in ("done", "exhausted"):  # no API call, so no task run either
             outcomes[identity] = _from_ledger(place, spend.max_resubmits)

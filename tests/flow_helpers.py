@@ -153,6 +153,24 @@ def retry_flow_run(flow_run_id: str) -> Any:
     return asyncio.run(retry())
 
 
+def transcripts_of(out: str | Path) -> dict[str, dict[str, Any]]:
+    """The current transcripts table, by file_id."""
+    from invox_batch.output import Output
+    from invox_batch.tables import TRANSCRIPTS, Tables
+
+    rows = Tables.of(Output.parse(str(out))).read(TRANSCRIPTS).to_pylist()
+    return {r["file_id"]: r for r in rows}
+
+
+def segments_of(out: str | Path) -> list[dict[str, Any]]:
+    """The current segments table, by file and index."""
+    from invox_batch.output import Output
+    from invox_batch.tables import SEGMENTS, Tables
+
+    rows = Tables.of(Output.parse(str(out))).read(SEGMENTS).to_pylist()
+    return sorted(rows, key=lambda r: (r["file_id"], r["segment_index"]))
+
+
 async def invox_events(flow_run_id: str, timeout_s: float = 30.0) -> list[Any]:
     """The run's ``invox-batch.*`` events, read back from the API once its ``run.finished``
     event arrived (events are persisted in batches; polled with a deadline)."""

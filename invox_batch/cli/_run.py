@@ -22,6 +22,7 @@ from invox import (
 )
 
 from ..callbacks import callback_options
+from ..errors import SchemaDriftError, TablesError
 from ..files import PRIVATE_FILES_ENV, private_files
 from ..manifest import ManifestError, read_manifest
 from ..output import Output
@@ -91,7 +92,7 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
     _print_failed(summary, output)
     typer.echo("API calls: " + ", ".join(f"{k}={v}" for k, v in summary["api_calls"].items()))
     typer.echo(f"files:    {summary['files_path']}")
-    typer.echo(f"segments: {summary['segments_path']}")
+    typer.echo(f"tables:   {summary['tables_path']}")
     report = Path("reports") / f"{summary['flow_run_id']}.html"
     if output.is_remote or (output.local and (output.local / report).is_file()):
         typer.echo(f"report:   {output.location(report)}")
@@ -227,7 +228,7 @@ def run(
         except InvoxError as exc:
             raise fail_usage(f"--callback-url: {exc.message}") from None
     try:
-        read_manifest(manifest)
+        parsed = read_manifest(manifest)
         output = Output.parse(out)
     except ManifestError as exc:
         raise fail_usage(str(exc)) from None
@@ -245,6 +246,11 @@ def run(
         groups["callbacks"] = Callbacks(callback_url=callback_url, **hybrid)
         shared = _ledger_checked(ledger_url, output, groups["state"])
         output.check_writable(groups["state"].result_storage, local_ledger, shared)
+        from ..tables import Tables  # deltalake loads only for a run
+
+        Tables.of(output).check_metadata(parsed.metadata_schema)
+    except (SchemaDriftError, TablesError) as exc:
+        raise fail_usage(str(exc)) from None
     except InvoxError as exc:
         raise fail_usage(exc.message) from None
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""The run report's numbers: DuckDB over the Parquet dataset, never the transcript text."""
+"""The run report's numbers: DuckDB over the per-run log, the current tables' size; never text."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from invox import InvoxError
 
 from ..errors import ReportError
 from ..output import Output
+from ..tables import TRANSCRIPTS, Tables
 
 # Plots draw at most this many rows (the newest); the numbers always cover every row.
 PLOT_ROW_CAP = 20_000
@@ -37,6 +38,7 @@ class RunReport:
     points: list[dict[str, Any]] = field(default_factory=list, repr=False)
     failed_files: list[dict[str, Any]] = field(default_factory=list, repr=False)
     audio_hours_paid: float = 0.0
+    current_transcripts: int | None = None
 
     @property
     def rows(self) -> int:
@@ -132,6 +134,14 @@ def _failed(con: duckdb.DuckDBPyConnection, src: str, run: str | None) -> list[d
     return [dict(zip(keys, row, strict=True)) for row in _query(con, sql, run)]
 
 
+def _current_transcripts(out: str | Path) -> int | None:
+    """Files in the current transcripts table; None when there is none (or it cannot be read)."""
+    try:
+        return Tables.of(Output.parse(str(out))).count(TRANSCRIPTS)
+    except Exception:  # the log's report must not fail on the tables
+        return None
+
+
 def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
     """Aggregate the dataset under ``out`` (one run with ``run_id``); raises ReportError."""
     every, fs = _part_files(out, "*.parquet")
@@ -187,4 +197,5 @@ def load_report(out: str | Path, run_id: str | None = None) -> RunReport:
         points,
         failed_files=failed,
         audio_hours_paid=paid,
+        current_transcripts=_current_transcripts(out),
     )

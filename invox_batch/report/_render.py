@@ -30,6 +30,11 @@ def _measures(report: RunReport) -> list[tuple[str, str]]:
         ("rows resubmitted (attempts > 1)", str(report.resubmitted_rows)),
         ("rows from cache", str(report.from_cache)),
         ("rows with a quality flag", str(sum(report.quality.values()))),
+        *(
+            [("files in the current transcripts table", str(report.current_transcripts))]
+            if report.current_transcripts is not None
+            else []
+        ),
     ]
 
 

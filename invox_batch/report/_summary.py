@@ -86,7 +86,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
             lines += ["", f"... and {more} more: `failed_files` in the run summary JSON"]
     if summary.get("budget"):
         lines += ["", budget_line(summary["budget"])]
-    lines += ["", f"Parquet: `{summary['files_path']}` and `{summary['segments_path']}`"]
+    lines += ["", f"Log: `{summary['files_path']}`; current tables: `{summary['tables_path']}`"]
     return "\n".join(lines)
 
 

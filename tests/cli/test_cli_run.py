@@ -14,7 +14,7 @@ from invox_batch.cli import app
 from invox_batch.dataset import read_files
 
 from ..conftest import ROOT, SAMPLES
-from ..flow_helpers import audio_set, write_csv_manifest
+from ..flow_helpers import audio_set, transcripts_of, write_csv_manifest
 from ..helpers import SandboxControl, clear_env
 
 runner = CliRunner()
@@ -36,6 +36,7 @@ def test_run_with_the_embedded_sandbox_then_rerun_from_cache(tmp_path: Path) -> 
     assert first.exit_code == 0, first.output
     assert "embedded sandbox" in first.output and "8 of 8 files completed" in first.output
     assert f"files:    {out}/files/run_date=" in first.output
+    assert f"tables:   {out}/tables" in first.output
     assert len(list((out / "captions").glob("*.vtt"))) == 8
 
     second = runner.invoke(app, ["run", str(SAMPLES / "manifest.csv"), "--out", str(out)])
@@ -114,7 +115,8 @@ def test_make_run_path_transcribes_the_samples_with_real_speech_recognition(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "asr processing" in done.stderr and "8 of 8 files completed" in done.stdout
     rows = read_files(out).to_pylist()
-    assert all(r["status"] == "completed" and r["text"] for r in rows)
+    texts = transcripts_of(out)
+    assert all(r["status"] == "completed" and texts[r["file_id"]]["text"] for r in rows)
     assert "analytics" not in done.stderr.lower() and "Traceback" not in done.stderr
 
 

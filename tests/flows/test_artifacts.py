@@ -10,9 +10,15 @@ from typing import Any
 import pytest
 
 from flows.artifacts import failed_files_markdown, run_key_base
-from invox_batch.dataset import read_files
 
-from ..flow_helpers import ARTIFACT_KINDS, audio_set, by_kind, run_flow, write_csv_manifest
+from ..flow_helpers import (
+    ARTIFACT_KINDS,
+    audio_set,
+    by_kind,
+    run_flow,
+    transcripts_of,
+    write_csv_manifest,
+)
 from ..helpers import SandboxControl
 
 
@@ -42,7 +48,7 @@ def test_a_run_leaves_keyed_artifacts_without_transcripts_naming_every_failed_fi
     assert "| gone | file_missing |" in str(first["failed-files"].data)
     table = str(first["files"].data)
     assert "f000" in table and '"text"' not in table
-    transcripts = [r["text"] for r in read_files(tmp_path / "out").to_pylist() if r["text"]]
+    transcripts = [r["text"] for r in transcripts_of(tmp_path / "out").values()]
     shown = table + str(first["summary"].data) + str(first["failed-files"].data)
     assert transcripts and not any(t in shown for t in transcripts)
 

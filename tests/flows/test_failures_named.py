@@ -70,7 +70,7 @@ def test_the_console_names_a_screenful_then_says_where_the_rest_are(
         "wall_s": 1.0,
         "api_calls": {},
         "files_path": "f",
-        "segments_path": "s",
+        "tables_path": "t",
         "flow_run_id": "run-1",
     }
     _print_summary(summary, str(tmp_path))

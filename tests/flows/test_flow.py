@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from invox import InvoxClient
-from invox_batch.dataset import read_files, read_segments
+from invox_batch.dataset import read_files
 from sandbox.server import SandboxServer
 
 from ..conftest import SAMPLES, client_settings_for
@@ -23,7 +23,9 @@ from ..flow_helpers import (
     make_wav,
     retry_flow_run,
     run_flow,
+    segments_of,
     sha256_of,
+    transcripts_of,
     write_csv_manifest,
 )
 from ..helpers import SandboxControl
@@ -49,24 +51,25 @@ def test_sample_run_writes_parquet_equal_to_what_the_api_returned(
             return {r["request_id"]: await client.get_transcription(r["request_id"]) for r in rows}
 
     truth = asyncio.run(fetch_all())
-    segments = read_segments(out).to_pylist()
+    segments, current = segments_of(out), transcripts_of(out)
+    assert sorted(current) == [r["file_id"] for r in rows]
     for row in rows:
-        api = truth[row["request_id"]]
-        assert row["status"] == "completed" and row["text"] == api.text
+        api, table = truth[row["request_id"]], current[row["file_id"]]
+        assert row["status"] == "completed" and "text" not in row
+        assert table["text"] == api.text and table["request_id"] == row["request_id"]
+        assert table["clinic"] == row["clinic"] and table["flow_run_id"] == run.flow_run_id
         assert row["n_segments"] == len(api.segments) and row["attempts"] == 1
-        mine = sorted(
-            (s for s in segments if s["file_id"] == row["file_id"]),
-            key=lambda s: s["segment_index"],
-        )
+        mine = [s for s in segments if s["file_id"] == row["file_id"]]
         assert [(s["start_s"], s["end_s"], s["text"]) for s in mine] == [
             (a.start, a.end, a.text) for a in api.segments
         ]
 
     via_duckdb = duckdb.sql(
-        f"select file_id, status, text from read_parquet('{out}/files/*/*.parquet', hive_partitioning=true) "
+        f"select file_id, status from read_parquet('{out}/files/*/*.parquet', hive_partitioning=true) "
         "order by file_id"
     ).fetchall()
-    assert via_duckdb == [(r["file_id"], r["status"], r["text"]) for r in rows]
+    assert via_duckdb == [(r["file_id"], r["status"]) for r in rows]
+    assert not (out / "segments").exists()
     assert pq.read_schema(
         run.summary["files_path"]
     ).metadata  # schema version travels with the file
@@ -81,9 +84,12 @@ def test_rerun_of_a_completed_manifest_makes_zero_api_calls(
     assert first.summary["completed"] == second.summary["completed"] == 4
     assert second.calls == {"token": 0, "presign": 0, "upload": 0, "status": 0}
     rows = files_of_run(read_files(tmp_path / "out"), second.flow_run_id)
-    assert all(r["from_cache"] and r["status"] == "completed" and r["text"] for r in rows)
+    assert all(r["from_cache"] and r["status"] == "completed" for r in rows)
     firsts = files_of_run(read_files(tmp_path / "out"), first.flow_run_id)
-    assert [r["text"] for r in rows] == [r["text"] for r in firsts]
+    assert [r["request_id"] for r in rows] == [r["request_id"] for r in firsts]
+    current = transcripts_of(tmp_path / "out")  # one row per file, still the first run's fetch
+    assert len(current) == 4 and {r["flow_run_id"] for r in current.values()} == {first.flow_run_id}
+    assert len(segments_of(tmp_path / "out")) == sum(r["n_segments"] for r in rows)
 
 
 def test_timeout_keeps_the_request_id_and_the_rerun_polls_it_without_uploading(
@@ -143,13 +149,20 @@ def test_same_content_uploads_once_and_changed_content_is_retranscribed(
     first = run_flow(sandbox, manifest, tmp_path / "out")
     assert first.calls["upload"] == 2
     rows = files_of_run(read_files(tmp_path / "out"), first.flow_run_id)
-    assert rows[0]["request_id"] == rows[1]["request_id"] and rows[0]["text"] == rows[1]["text"]
+    assert rows[0]["request_id"] == rows[1]["request_id"]
+    before = transcripts_of(tmp_path / "out")
+    assert before["a"]["text"] == before["a-copy"]["text"]
 
     make_wav(tmp_path / "b.wav", seed=3)  # new content at the same path
     second = run_flow(sandbox, manifest, tmp_path / "out")
     assert second.calls["upload"] == 1
     rows = files_of_run(read_files(tmp_path / "out"), second.flow_run_id)
     assert [r["from_cache"] for r in rows] == [True, True, False]
+    after = transcripts_of(tmp_path / "out")  # the new transcript in place of the old one
+    assert len(after) == 3 and after["b"]["request_id"] == rows[2]["request_id"]
+    assert after["b"]["sha256"] != before["b"]["sha256"] and after["a"] == before["a"]
+    segments = [s for s in segments_of(tmp_path / "out") if s["file_id"] == "b"]
+    assert {s["request_id"] for s in segments} == {rows[2]["request_id"]}
 
 
 def test_force_resubmits_every_file(sandbox: SandboxControl, tmp_path: Path) -> None:
@@ -247,6 +260,9 @@ def test_ui_retry_of_the_same_flow_run_redoes_only_what_failed_and_replaces_its_
     parts = sorted(p.name for p in (out / "files").rglob("*.parquet"))
     assert parts == [f"{first.flow_run_id}.parquet"]
     assert {r["status"] for r in read_files(out).to_pylist()} == {"completed"}
+    current = transcripts_of(out)  # the retry MERGEd again: still one row per file
+    assert len(current) == 3 and {r["flow_run_id"] for r in current.values()} == {first.flow_run_id}
+    assert len(segments_of(out)) == sum(r["n_segments"] for r in current.values())
 
 
 def test_a_recorded_job_the_api_has_forgotten_is_submitted_again(
@@ -315,8 +331,11 @@ def test_asr_mode_run_of_the_samples_matches_the_api_and_the_wer_bound(
             return {r["request_id"]: await client.get_transcription(r["request_id"]) for r in rows}
 
     truth = asyncio.run(fetch_all())
-    assert all(r["text"] == truth[r["request_id"]].text for r in rows)
+    texts = {f: r["text"] for f, r in transcripts_of(tmp_path / "out").items()}
+    assert all(texts[r["file_id"]] == truth[r["request_id"]].text for r in rows)
     with (SAMPLES / "manifest.csv").open(newline="") as handle:
         references = {r["file_id"]: r["reference_text"] for r in csv.DictReader(handle)}
-    wer = jiwer.wer([references[r["file_id"]] for r in rows], [r["text"].lower() for r in rows])
+    wer = jiwer.wer(
+        [references[r["file_id"]] for r in rows], [texts[r["file_id"]].lower() for r in rows]
+    )
     assert wer <= WER_BOUND

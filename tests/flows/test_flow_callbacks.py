@@ -20,7 +20,7 @@ from invox_batch.callbacks import CallbackStore, ReceiverConfig, running_receive
 from invox_batch.dataset import read_files
 from sandbox.server import SandboxServer
 
-from ..flow_helpers import audio_set, files_of_run, run_flow, write_csv_manifest
+from ..flow_helpers import audio_set, files_of_run, run_flow, transcripts_of, write_csv_manifest
 from ..helpers import SandboxControl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "invox_env")
@@ -69,7 +69,8 @@ def test_verified_callbacks_settle_each_file_with_one_status_call(
     stored = records(out / ".state" / "callbacks")
     rows = files_of_run(read_files(out), run.flow_run_id)
     assert {r["request_id"] for r in rows} == {r["requestId"] for r in stored}
-    assert all(r["status"] == "completed" and r["text"] for r in rows)
+    texts = transcripts_of(out)
+    assert all(r["status"] == "completed" and texts[r["file_id"]]["text"] for r in rows)
     assert all(r["scheme"] == "hmac-sha256" for r in stored)
 
     again = run_flow(sandbox, manifest, out, completion="callback", callback_listen="127.0.0.1:0")
@@ -155,8 +156,8 @@ def test_forged_callbacks_never_change_a_result(
     proxy_url, store = forged_route
     baseline_out = tmp_path / "baseline"
     baseline = run_flow(sandbox, manifest, baseline_out)
-    baseline_rows = files_of_run(read_files(baseline_out), baseline.flow_run_id)
-    truth = {r["file_id"]: r["text"] for r in baseline_rows}
+    assert baseline.state.is_completed()
+    truth = {f: r["text"] for f, r in transcripts_of(baseline_out).items()}
 
     out = tmp_path / "out"
     run = run_flow(
@@ -170,10 +171,28 @@ def test_forged_callbacks_never_change_a_result(
     )
     assert run.state.is_completed(), run.state.message
     rows = files_of_run(read_files(out), run.flow_run_id)
-    assert {r["file_id"]: r["text"] for r in rows} == truth
+    assert {f: r["text"] for f, r in transcripts_of(out).items()} == truth
     assert "FORGED" not in json.dumps(rows, default=str)
     answers = {a["status"] for a in sandbox.callbacks() if a["url"] == proxy_url}
     assert answers == ({200} if recorded else {401})  # every callback went through the forger
     forged = records(store)
     assert len(forged) == recorded  # trusting: recorded as hints; verifying: all refused
     assert {s["text"] for r in forged for s in r["payload"]["transcription"]} <= {"FORGED"}
+
+
+def test_forget_erases_the_recorded_callbacks_too(
+    sandbox: SandboxControl, verifying: ReceiverConfig, manifest: Path, tmp_path: Path
+) -> None:
+    from invox_batch.forgetting import forget
+
+    out = tmp_path / "out"
+    run = run_flow(sandbox, manifest, out, completion="callback", callback_listen="127.0.0.1:0")
+    assert run.state.is_completed(), run.state.message
+    store = out / ".state" / "callbacks"
+    assert len(records(store)) == FILES
+    file_id, gone = sorted(transcripts_of(out).items())[0]
+    forgot = forget(str(out), [file_id])
+    assert forgot.callbacks == 1 and len(records(store)) == FILES - 1
+    assert gone["request_id"] not in {r["requestId"] for r in records(store)}
+    needle = gone["text"].encode()
+    assert not [p for p in out.rglob("*") if p.is_file() and needle in p.read_bytes()]

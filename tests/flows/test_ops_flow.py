@@ -21,6 +21,7 @@ from ..flow_helpers import (
     files_of_run,
     retry_flow_run,
     run_flow,
+    transcripts_of,
     write_csv_manifest,
 )
 from ..helpers import SandboxControl
@@ -83,8 +84,10 @@ def test_captions_quality_and_the_run_report_artifact(
     rows = files_of_run(read_files(out), run.flow_run_id)
     assert all(isinstance(r["quality"], list) for r in rows)
     assert run.summary["quality"] == {}
+    texts = [r["text"] for r in transcripts_of(out).values()]
+    assert len(texts) == 3 and all(texts)
     page = (out / "reports" / f"{run.flow_run_id}.html").read_text()
-    assert page.count('<img class="plot"') == 4 and rows[0]["text"] not in page
+    assert page.count('<img class="plot"') == 4 and texts[0] not in page
 
     async def artifacts() -> list[Any]:
         async with get_client() as client:
@@ -95,11 +98,12 @@ def test_captions_quality_and_the_run_report_artifact(
     assert set(found) == {"progress", "files", "failed-files", "summary"}
     markdown = str(found["summary"].data)
     assert f"# invox-batch report: run `{run.flow_run_id}`" in markdown
+    assert "| files in the current transcripts table | 3 |" in markdown
     assert f"HTML report with plots: `{(out / 'reports').resolve()}/" in markdown
     assert "3/3 files (100%): 3 completed, 0 failed, 0 in flight" in str(
         found["progress"].description
     )
-    assert not any(r["text"] in markdown for r in rows)
+    assert not any(t in markdown for t in texts)
 
 
 @pytest.mark.usefixtures("prefect_harness", "invox_env")

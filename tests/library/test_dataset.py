@@ -18,14 +18,10 @@ import pytest
 
 from invox_batch.dataset import (
     FILES_SCHEMA,
-    LATEST_PER_FILE_SQL,
     SCHEMA_VERSION,
-    SEGMENTS_SCHEMA,
     SchemaDriftError,
     files_schema,
-    latest_per_file_sql,
     read_files,
-    read_segments,
     write_run,
 )
 from invox_batch.files import atomic_write
@@ -44,6 +40,7 @@ def file_row(file_id: str, run: str = RUN_A, index: int = 0, **changes: Any) -> 
         "row_index": index,
         "audio_path": f"/audio/{file_id}.wav",
         "sha256": "ab" * 32,
+        "audio_identity": "cd" * 20,
         "bytes": 123_456,
         "mime_type": "audio/wav",
         "duration_s": 4.25,
@@ -51,7 +48,6 @@ def file_row(file_id: str, run: str = RUN_A, index: int = 0, **changes: Any) -> 
         "error_type": None,
         "error_message": None,
         "request_id": f"req-{file_id}",
-        "text": "patient reports mild chest pain",
         "n_segments": 1,
         "attempts": 1,
         "from_cache": False,
@@ -60,23 +56,6 @@ def file_row(file_id: str, run: str = RUN_A, index: int = 0, **changes: Any) -> 
         "api_version": "2025-11-01",
         "flow_run_id": run,
         "quality": [],
-    }
-    row.update(changes)
-    return row
-
-
-def segment_row(file_id: str, index: int = 0, run: str = RUN_A, **changes: Any) -> dict[str, Any]:
-    """One segment row of a completed file."""
-    row: dict[str, Any] = {
-        "file_id": file_id,
-        "sha256": "ab" * 32,
-        "request_id": f"req-{file_id}",
-        "segment_index": index,
-        "start_s": 0.0,
-        "end_s": 4.25,
-        "text": "patient reports mild chest pain",
-        "speaker": None,
-        "flow_run_id": run,
     }
     row.update(changes)
     return row
@@ -125,7 +104,7 @@ def test_schema_is_explicit_and_versioned_in_the_file(
     tmp_path: Path, manifest_schema: pa.Schema
 ) -> None:
     rows = [with_metadata(file_row("a"))]
-    written = write_run(tmp_path, RUN_A, DAY1, rows, [segment_row("a")], manifest_schema)
+    written = write_run(tmp_path, RUN_A, DAY1, rows, manifest_schema)
 
     expected = files_schema(manifest_schema)
     stored = pq.read_schema(written.files_path)
@@ -137,7 +116,7 @@ def test_schema_is_explicit_and_versioned_in_the_file(
         "visit_date",
         "notes",
     ]
-    assert pq.read_schema(written.segments_path).equals(SEGMENTS_SCHEMA, check_metadata=True)
+    assert "text" not in stored.names  # the log keeps operations; transcripts live in the tables
     assert FILES_SCHEMA.names[:3] == ["file_id", "row_index", "audio_path"]
     assert FILES_SCHEMA.names[-3:] == ["api_version", "flow_run_id", "quality"]
     assert expected.names == [*FILES_SCHEMA.names, "patient_ref", "site", "visit_date", "notes"]
@@ -146,7 +125,7 @@ def test_schema_is_explicit_and_versioned_in_the_file(
     assert not expected.field("file_id").nullable and expected.field("sha256").nullable
     assert files_schema(NO_METADATA).equals(FILES_SCHEMA, check_metadata=True)
     assert written.files_path == tmp_path / "files" / "run_date=2025-03-01" / f"{RUN_A}.parquet"
-    assert (written.rows, written.segments) == (1, 1)
+    assert written.rows == 1
 
 
 def test_metadata_columns_and_types_read_back_with_pyarrow_and_duckdb(
@@ -156,7 +135,7 @@ def test_metadata_columns_and_types_read_back_with_pyarrow_and_duckdb(
         with_metadata(file_row("a", index=0)),
         with_metadata(file_row("b", index=1), patient_ref="P-2", site=8, visit_date=DAY2),
     ]
-    write_run(tmp_path, RUN_A, DAY1, rows, [segment_row("a"), segment_row("b")], manifest_schema)
+    write_run(tmp_path, RUN_A, DAY1, rows, manifest_schema)
 
     table = read_files(tmp_path)
     assert table.column("site").to_pylist() == [7, 8]
@@ -185,7 +164,8 @@ def test_metadata_columns_and_types_read_back_with_pyarrow_and_duckdb(
         ({"bytes": "Jane Doe"}, "column 'bytes' row 0: expected an integer"),
         ({"attempts": 1.5}, "column 'attempts' row 0: expected an integer"),
         ({"duration_s": "long"}, "column 'duration_s' row 0: expected a number"),
-        ({"text": 42}, "column 'text' row 0: expected a string"),
+        ({"request_id": 42}, "column 'request_id' row 0: expected a string"),
+        ({"text": "a transcript"}, r"unknown columns \['text'\]"),
         ({"from_cache": 1}, "column 'from_cache': values do not convert"),
         ({"surprise": 1}, r"unknown columns \['surprise'\]"),
         ({"audio_path": None}, "'audio_path' is not nullable"),
@@ -198,29 +178,23 @@ def test_drift_fails_loudly_before_anything_is_written(
     tmp_path: Path, change: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(SchemaDriftError, match=message) as caught:
-        write_run(tmp_path, RUN_A, DAY1, [file_row("a", **change)], [], NO_METADATA)
+        write_run(tmp_path, RUN_A, DAY1, [file_row("a", **change)], NO_METADATA)
     assert "Jane Doe" not in str(caught.value)  # values (PHI) never reach the message
     assert not (tmp_path / "files").exists()
 
 
-def test_missing_column_and_bad_segment_fail(tmp_path: Path) -> None:
+def test_a_missing_column_fails(tmp_path: Path) -> None:
     row = file_row("a")
     del row["request_id"]
     with pytest.raises(SchemaDriftError, match=r"missing columns \['request_id'\]"):
-        write_run(tmp_path, RUN_A, DAY1, [row], [], NO_METADATA)
-    with pytest.raises(SchemaDriftError, match="segments column 'start_s' is not nullable"):
-        write_run(
-            tmp_path, RUN_A, DAY1, [file_row("a")], [segment_row("a", start_s=None)], NO_METADATA
-        )
+        write_run(tmp_path, RUN_A, DAY1, [row], NO_METADATA)
 
 
 def test_metadata_type_drift_and_name_clash_fail(
     tmp_path: Path, manifest_schema: pa.Schema
 ) -> None:
     with pytest.raises(SchemaDriftError, match="column 'site' row 0: expected an integer"):
-        write_run(
-            tmp_path, RUN_A, DAY1, [with_metadata(file_row("a"), site="7")], [], manifest_schema
-        )
+        write_run(tmp_path, RUN_A, DAY1, [with_metadata(file_row("a"), site="7")], manifest_schema)
     with pytest.raises(SchemaDriftError, match="clash"):
         files_schema(pa.schema([("status", pa.string())]))
     with pytest.raises(SchemaDriftError, match="clash"):
@@ -230,12 +204,12 @@ def test_metadata_type_drift_and_name_clash_fail(
 def test_naive_datetime_is_rejected(tmp_path: Path) -> None:
     naive = datetime.datetime(2025, 3, 1, 9, 0)
     with pytest.raises(SchemaDriftError, match="'completed_at' row 0: naive datetime"):
-        write_run(tmp_path, RUN_A, DAY1, [file_row("a", completed_at=naive)], [], NO_METADATA)
+        write_run(tmp_path, RUN_A, DAY1, [file_row("a", completed_at=naive)], NO_METADATA)
 
 
 def test_aware_datetimes_are_stored_as_utc_instants(tmp_path: Path) -> None:
     madrid = datetime.datetime(2025, 3, 1, 10, 0, tzinfo=ZoneInfo("Europe/Madrid"))
-    write_run(tmp_path, RUN_A, DAY1, [file_row("a", submitted_at=madrid)], [], NO_METADATA)
+    write_run(tmp_path, RUN_A, DAY1, [file_row("a", submitted_at=madrid)], NO_METADATA)
     stored = read_files(tmp_path).column("submitted_at").to_pylist()[0]
     assert stored == T0 and stored.utcoffset() == datetime.timedelta(0)
 
@@ -243,50 +217,38 @@ def test_aware_datetimes_are_stored_as_utc_instants(tmp_path: Path) -> None:
 def test_quality_defaults_to_an_empty_list(tmp_path: Path) -> None:
     row = file_row("a")
     del row["quality"]
-    write_run(tmp_path, RUN_A, DAY1, [row, file_row("b", quality=["short_audio"])], [], NO_METADATA)
+    write_run(tmp_path, RUN_A, DAY1, [row, file_row("b", quality=["short_audio"])], NO_METADATA)
     assert read_files(tmp_path).column("quality").to_pylist() == [[], ["short_audio"]]
 
 
-def test_empty_segments_part_is_still_written(tmp_path: Path) -> None:
-    failed = file_row("a", status="failed", text=None, error_type="decode_error", n_segments=0)
-    written = write_run(tmp_path, RUN_A, DAY1, [failed], [], NO_METADATA)
-    assert written.segments_path.is_file() and written.segments == 0
-    assert pq.read_table(written.segments_path).num_rows == 0
-    assert read_segments(tmp_path).num_rows == 0
-
-
 def test_rewrite_of_the_same_run_replaces_then_moves_without_duplicates(tmp_path: Path) -> None:
-    write_run(tmp_path, RUN_A, DAY1, [file_row("a")], [segment_row("a")], NO_METADATA)
-    write_run(tmp_path, RUN_B, DAY1, [file_row("z", run=RUN_B)], [], NO_METADATA)
+    write_run(tmp_path, RUN_A, DAY1, [file_row("a")], NO_METADATA)
+    write_run(tmp_path, RUN_B, DAY1, [file_row("z", run=RUN_B)], NO_METADATA)
     retried = [file_row("a", attempts=2), file_row("b", index=1)]
-    write_run(tmp_path, RUN_A, DAY1, retried, [segment_row("a"), segment_row("b")], NO_METADATA)
+    write_run(tmp_path, RUN_A, DAY1, retried, NO_METADATA)
     assert sorted(read_files(tmp_path).column("file_id").to_pylist()) == ["a", "b", "z"]
 
-    moved = write_run(tmp_path, RUN_A, DAY2, retried, [segment_row("a")], NO_METADATA)
+    moved = write_run(tmp_path, RUN_A, DAY2, retried, NO_METADATA)
     files = read_files(tmp_path)
     assert sorted(files.column("file_id").to_pylist()) == ["a", "b", "z"]
     run_a_dates = files.filter(pc.equal(files["flow_run_id"], RUN_A))["run_date"]
     assert set(run_a_dates.to_pylist()) == {DAY2}
-    assert read_segments(tmp_path).num_rows == 1
     assert parts(tmp_path) == [
         f"files/run_date=2025-03-01/{RUN_B}.parquet",
         f"files/run_date=2025-03-02/{RUN_A}.parquet",
-        f"segments/run_date=2025-03-01/{RUN_B}.parquet",
-        f"segments/run_date=2025-03-02/{RUN_A}.parquet",
     ]
     assert moved.files_path.name == f"{RUN_A}.parquet"
 
 
 def test_failed_rewrite_keeps_the_previous_part_and_leaves_no_temp(tmp_path: Path) -> None:
-    written = write_run(tmp_path, RUN_A, DAY1, [file_row("a")], [], NO_METADATA)
+    written = write_run(tmp_path, RUN_A, DAY1, [file_row("a")], NO_METADATA)
     before = written.files_path.read_bytes()
     bad = [file_row("a"), file_row("b", index=1, bytes="not a number")]
     with pytest.raises(SchemaDriftError):
-        write_run(tmp_path, RUN_A, DAY2, bad, [], NO_METADATA)
+        write_run(tmp_path, RUN_A, DAY2, bad, NO_METADATA)
     assert written.files_path.read_bytes() == before
     assert parts(tmp_path) == [
         f"files/run_date=2025-03-01/{RUN_A}.parquet",
-        f"segments/run_date=2025-03-01/{RUN_A}.parquet",
     ]
 
 
@@ -309,7 +271,7 @@ def test_crash_during_the_write_leaves_old_file_and_no_temp(tmp_path: Path) -> N
 
 
 def test_readers_ignore_hidden_temp_files(tmp_path: Path) -> None:
-    written = write_run(tmp_path, RUN_A, DAY1, [file_row("a")], [], NO_METADATA)
+    written = write_run(tmp_path, RUN_A, DAY1, [file_row("a")], NO_METADATA)
     (written.files_path.parent / f".{RUN_B}.parquet.tmp-0123abcd").write_bytes(b"PAR1 partial")
     assert read_files(tmp_path).num_rows == 1
     pattern = f"{tmp_path}/files/*/*.parquet"
@@ -319,10 +281,9 @@ def test_readers_ignore_hidden_temp_files(tmp_path: Path) -> None:
 
 def test_private_by_default(tmp_path: Path, umask_022: None) -> None:
     out = tmp_path / "out"
-    written = write_run(out, RUN_A, DAY1, [file_row("a")], [], NO_METADATA)
-    for path in (written.files_path, written.segments_path):
-        assert mode(path) == 0o600
-    for directory in (out, out / "files", written.files_path.parent, written.segments_path.parent):
+    written = write_run(out, RUN_A, DAY1, [file_row("a")], NO_METADATA)
+    assert mode(written.files_path) == 0o600
+    for directory in (out, out / "files", written.files_path.parent):
         assert mode(directory) == 0o700
 
 
@@ -331,74 +292,34 @@ def test_existing_directories_keep_their_mode_and_public_follows_umask(
 ) -> None:
     out = tmp_path / "shared"
     out.mkdir(mode=0o755)
-    written = write_run(out, RUN_A, DAY1, [file_row("a")], [], NO_METADATA, private=False)
+    written = write_run(out, RUN_A, DAY1, [file_row("a")], NO_METADATA, private=False)
     assert mode(out) == 0o755
     assert mode(written.files_path) == 0o644
     assert mode(written.files_path.parent) == 0o755
-    private = write_run(out, RUN_A, DAY1, [file_row("a")], [], NO_METADATA)
+    private = write_run(out, RUN_A, DAY1, [file_row("a")], NO_METADATA)
     assert mode(private.files_path) == 0o600  # a replaced part takes the new mode
 
 
-def test_latest_per_file_sql_picks_the_newest_row_across_runs(tmp_path: Path) -> None:
-    later = T0 + datetime.timedelta(days=1)
-    run_a = [
-        file_row("a", status="failed", text=None, error_type="server_error", completed_at=None),
-        file_row("b", index=1),
-        file_row("c", index=2, completed_at=later + datetime.timedelta(hours=1)),
-    ]
-    run_b = [
-        file_row("a", run=RUN_B, submitted_at=later, completed_at=later),
-        file_row("c", run=RUN_B, index=1, submitted_at=later, completed_at=later),
-    ]
-    write_run(tmp_path, RUN_A, DAY1, run_a, [], NO_METADATA)
-    write_run(tmp_path, RUN_B, DAY2, run_b, [], NO_METADATA)
-
-    assert "{out}" in LATEST_PER_FILE_SQL
-    rel = query(latest_per_file_sql(tmp_path))
-    rows = rel.select("file_id, flow_run_id, status").fetchall()
-    assert rows == [("a", RUN_B, "completed"), ("b", RUN_A, "completed"), ("c", RUN_A, "completed")]
-
-
-def test_a_later_failure_never_hides_the_latest_transcript(tmp_path: Path) -> None:
-    later = T0 + datetime.timedelta(days=1)
-    write_run(tmp_path, RUN_A, DAY1, [file_row("a")], [], NO_METADATA)
-    timed_out = file_row(
-        "a",
-        run=RUN_B,
-        status="failed",
-        text=None,
-        error_type="timeout",
-        submitted_at=later,
-        completed_at=None,
-    )
-    write_run(tmp_path, RUN_B, DAY2, [timed_out], [], NO_METADATA)
-    rows = query(latest_per_file_sql(tmp_path)).select("file_id, flow_run_id, text").fetchall()
-    assert len(rows) == 1 and rows[0][1] == RUN_A and rows[0][2]
-
-
 def test_runs_with_different_manifest_columns_read_as_one_table(tmp_path: Path) -> None:
-    write_run(tmp_path, RUN_A, DAY1, [file_row("a")], [], NO_METADATA)
+    write_run(tmp_path, RUN_A, DAY1, [file_row("a")], NO_METADATA)
     site = pa.schema([("site", pa.int64())])
-    write_run(tmp_path, RUN_B, DAY2, [{**file_row("b", run=RUN_B), "site": 3}], [], site)
+    write_run(tmp_path, RUN_B, DAY2, [{**file_row("b", run=RUN_B), "site": 3}], site)
     table = read_files(tmp_path)
     assert table.column("site").to_pylist() == [None, 3]
-    rel = query(latest_per_file_sql(tmp_path))
-    assert rel.select("file_id, site").fetchall() == [("a", None), ("b", 3)]
 
 
 def test_reading_an_empty_output_gives_the_schema(tmp_path: Path) -> None:
     table = read_files(tmp_path / "nothing-yet")
     assert table.num_rows == 0
     assert table.column_names == [*FILES_SCHEMA.names, "run_date"]
-    assert read_segments(tmp_path).column_names == [*SEGMENTS_SCHEMA.names, "run_date"]
 
 
 @pytest.mark.parametrize("flow_run_id", ["../escape", ".hidden", "a/b", ""])
 def test_unsafe_flow_run_ids_are_refused(tmp_path: Path, flow_run_id: str) -> None:
     with pytest.raises(ValueError, match="flow_run_id"):
-        write_run(tmp_path, flow_run_id, DAY1, [], [], NO_METADATA)
+        write_run(tmp_path, flow_run_id, DAY1, [], NO_METADATA)
 
 
 def test_run_date_must_be_a_date(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="run_date"):
-        write_run(tmp_path, RUN_A, T0, [file_row("a")], [], NO_METADATA)
+        write_run(tmp_path, RUN_A, T0, [file_row("a")], NO_METADATA)

@@ -1,20 +1,16 @@
-"""Output targets: local folders, file:// URIs and fsspec URIs (memory:// stands in for s3://)."""
+"""Output targets: local folders, file:// URIs and fsspec URIs (a run to s3://: test_tables_remote)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import fsspec
-import pyarrow.dataset as ds
 import pytest
 from pydantic import ValidationError
 
 from invox import ConfigurationError
 from invox_batch.output import Output
 from invox_batch.parameters import StateStorage
-
-from ..flow_helpers import audio_set, files_of_run, run_flow, write_csv_manifest
-from ..helpers import SandboxControl
 
 
 def test_local_paths_and_file_uris_are_local_folders(tmp_path: Path) -> None:
@@ -35,27 +31,6 @@ def test_unknown_protocols_are_a_configuration_error() -> None:
         Output.parse("nosuchproto://bucket/out")
 
 
-@pytest.mark.usefixtures("prefect_harness", "invox_env")
-def test_a_run_to_a_remote_uri_publishes_whole_parts_and_reruns_from_cache(
-    sandbox: SandboxControl, tmp_path: Path
-) -> None:
-    manifest = write_csv_manifest(tmp_path / "m.csv", audio_set(tmp_path, 3))
-    out = "memory://invox-test/dataset"
-    state = tmp_path / "state"
-    first = run_flow(sandbox, manifest, Path("unused"), out_uri=out, result_storage=str(state))
-    assert first.state.is_completed()
-    assert first.summary["files_path"].startswith("memory://invox-test/dataset/files/run_date=")
-
-    fs = fsspec.filesystem("memory")
-    table = ds.dataset("/invox-test/dataset/files", filesystem=fs, partitioning="hive").to_table()
-    rows = files_of_run(table, first.flow_run_id)
-    assert [r["status"] for r in rows] == ["completed"] * 3 and all(r["text"] for r in rows)
-    assert not (state / "staging").exists() or not any((state / "staging").iterdir())
-
-    second = run_flow(sandbox, manifest, Path("unused"), out_uri=out, result_storage=str(state))
-    assert second.calls == {"token": 0, "presign": 0, "upload": 0, "status": 0}
-
-
 def test_check_writable_leaves_nothing_behind_and_creates_no_folder(tmp_path: Path) -> None:
     Output.parse(str(tmp_path / "new" / "out")).check_writable(str(tmp_path / "state"))
     assert list(tmp_path.iterdir()) == []
@@ -71,10 +46,13 @@ def test_check_writable_refuses_a_folder_under_a_file_in_one_line(tmp_path: Path
         Output.parse(str(tmp_path / "out")).check_writable(str(tmp_path / "afile" / "s"))
 
 
-def test_check_writable_test_writes_a_remote_output_and_deletes_the_file(tmp_path: Path) -> None:
+def test_check_writable_test_writes_a_remote_output_and_refuses_one_delta_cannot_reach(
+    tmp_path: Path,
+) -> None:
     fs = fsspec.filesystem("memory")
-    Output.parse("memory://check-bucket/out").check_writable(str(tmp_path / "state"))
-    assert fs.find("/check-bucket") == []
+    with pytest.raises(ConfigurationError, match=r"^cannot keep the current tables at memory://"):
+        Output.parse("memory://check-bucket/out").check_writable(str(tmp_path / "state"))
+    assert fs.find("/check-bucket") == []  # the test write left nothing
 
 
 def test_a_remote_write_failure_is_one_line(

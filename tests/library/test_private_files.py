@@ -37,7 +37,7 @@ def test_outputs_and_state_are_owner_only_by_default(
     manifest = write_csv_manifest(tmp_path / "m.csv", audio_set(tmp_path, 2))
     out = tmp_path / "out"
     run_flow(sandbox, manifest, out, vtt=True)
-    assert {"files", "segments", "runs", "captions", ".state/ledger.sqlite3"} <= _kinds(out)
+    assert {"files", "tables", "runs", "captions", ".state/ledger.sqlite3"} <= _kinds(out)
     assert _modes(out) == ({0o600}, {0o700})
 
 

@@ -56,24 +56,21 @@ def dataset(tmp_path: Path) -> Path:
     fresh[0]["quality"] = ["short_transcript", "long_silence"]
     fresh[1]["attempts"] = 2
     failed = [
-        file_row(
-            "t", index=10, status="failed", error_type="timeout", text=None, completed_at=None
-        ),
+        file_row("t", index=10, status="failed", error_type="timeout", completed_at=None),
         file_row(
             "b",
             index=11,
             status="failed",
             error_type="budget_exceeded",
-            text=None,
             submitted_at=None,
             completed_at=None,
         ),
     ]
-    write_run(tmp_path, RUN_A, DAY1, fresh + failed, [], pa.schema([]))
+    write_run(tmp_path, RUN_A, DAY1, fresh + failed, pa.schema([]))
     cached = [  # the same audio as a0..a2 of run A, now from cache
         file_row(f"a{n}", run=RUN_B, index=n, from_cache=True, sha256=f"{n:064x}") for n in range(3)
     ]
-    write_run(tmp_path, RUN_B, DAY2, cached, [], pa.schema([]))
+    write_run(tmp_path, RUN_B, DAY2, cached, pa.schema([]))
     return tmp_path
 
 
@@ -100,7 +97,7 @@ def test_report_numbers_for_one_run_and_for_all(dataset: Path) -> None:
 
 def test_report_hours_count_one_audio_listed_many_times_once(tmp_path: Path) -> None:
     rows = [file_row(f"d{n}", index=n, duration_s=1.0, sha256="e" * 64) for n in range(40)]
-    write_run(tmp_path, RUN_A, DAY1, rows, [], pa.schema([]))
+    write_run(tmp_path, RUN_A, DAY1, rows, pa.schema([]))
     report = load_report(tmp_path, RUN_A)
     assert report.audio_hours == pytest.approx(1 / 3600) and report.runs[0]["audio_hours"] == (
         pytest.approx(1 / 3600)
@@ -185,13 +182,13 @@ def test_run_summary_counts_its_rows_and_is_written_without_transcripts(tmp_path
         "audio_hours_from_cache": 0.5,
         "failed_files": [{"file_id": "t", "error_type": "timeout", "error_message": "late"}],
     }
-    paths = {"files_path": "files.parquet", "segments_path": "segments.parquet"}
+    paths = {"files_path": "files.parquet", "tables_path": "tables"}
     summary = {**counts, "wall_s": 1.5, "api_calls": {"upload": 1}, **paths}
     text = summary_markdown(summary)
     assert text.startswith("# transcribe-batch: 2 of 3 files completed\n\n| measure | value |\n")
     assert "| API calls: upload | 1 |" in text and "| timeout | 1 |" in text
     assert "| t | timeout | late |" in text and "| audio hours paid in this run | 0.5 |" in text
-    assert text.endswith("Parquet: `files.parquet` and `segments.parquet`")
+    assert text.endswith("Log: `files.parquet`; current tables: `tables`")
     written = write_summary(tmp_path, RUN_A, summary)
     assert written == tmp_path / "runs" / f"{RUN_A}.json"
     assert json.loads(written.read_text()) == summary and SECRET_TEXT not in written.read_text()
@@ -223,7 +220,7 @@ def test_run_summary_counts_each_unique_audio_once_and_names_failed_files() -> N
     assert failed[0]["error_message"].startswith("audio file not found: /audio/bad0.wav x")
     assert len(failed[0]["error_message"]) == 300 and failed[0]["error_message"].endswith("...")
     assert SECRET_TEXT not in json.dumps(counts)
-    summary = {**counts, "wall_s": 1.0, "api_calls": {}, "files_path": "f", "segments_path": "s"}
+    summary = {**counts, "wall_s": 1.0, "api_calls": {}, "files_path": "f", "tables_path": "t"}
     text = summary_markdown(summary)
     assert "| bad19 | file_missing |" in text and "| bad20 |" not in text
     assert "... and 5 more: `failed_files` in the run summary JSON" in text

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import httpx
 import pytest
 from typer.testing import CliRunner
 
@@ -20,7 +24,7 @@ from ..helpers import SandboxControl
 from .test_report import RUN_A, RUN_B, dataset  # noqa: F401  (the shared two-run dataset)
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 
 def _free_port() -> int:
@@ -31,14 +35,25 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on a free loopback port, for this module."""
+    """moto's S3 server on a free loopback port, in its own process: deltalake holds the GIL
+    while it waits for object-store answers, so a server thread here could never answer."""
     port = _free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 30
     try:
-        yield f"http://127.0.0.1:{port}"
+        while True:
+            try:
+                httpx.get(f"{endpoint}/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("moto server did not start") from None
+                time.sleep(0.1)
+        yield endpoint
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=10)
 
 
 @pytest.fixture

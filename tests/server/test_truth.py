@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from invox_batch.cli.stack import POOL, PREFECT_YAML, ROOT, Stack, stop_pids
 from sandbox.server import SandboxServer
 
-from ..flow_helpers import ARTIFACT_KINDS, by_kind, invox_events
+from ..flow_helpers import ARTIFACT_KINDS, by_kind, invox_events, transcripts_of
 from ..helpers import CallbackReceiver, SandboxControl, wait_until
 from .client import ServerClient
 from .test_reruns import FAST, NIGHTLY, _batch
@@ -103,7 +102,7 @@ def test_a_run_with_a_failed_file_shows_it_in_task_runs_events_artifacts_and_the
             ("invox-batch.file.f1601", "provider_error")
         ]
         assert per_file[0].resource["deployment"] == "nightly"
-        texts = [r["text"] for r in pq.read_table(out / "files").to_pylist() if r["text"]]
+        texts = [r["text"] for r in transcripts_of(out).values() if r["text"]]
         dumped = json.dumps([e.model_dump(mode="json") for e in events])
         secrets = [sandbox_server.settings.api_key, *texts]
         assert len(texts) == 2 and not [s for s in secrets if s in dumped]
