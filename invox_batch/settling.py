@@ -43,10 +43,12 @@ from .ledger import Generation, Ledger, Owner, confirm_landed, upload_key
 from .parameters import Polling, Retrying, Spend
 from .progress import ProgressTracker
 from .records import Outcome, ResultRecord, Segment, UploadRecord, now_iso
+from .stopping import STOP_GRACE_S, Stop, Stopped, until_stopped
 
 __all__ = [
     "CallCounter",
     "Executor",
+    "Retried",
     "Run",
     "Unit",
     "Work",
@@ -75,6 +77,15 @@ class Unit:
 
 
 Work = tuple[Unit, Generation]
+
+
+@dataclass(frozen=True)
+class Retried:
+    """One step retried for one audio and why, so its task run can say so (no message text)."""
+
+    identity: str
+    step: str
+    error_type: str
 
 
 class Executor(Protocol):
@@ -127,6 +138,7 @@ async def with_retries(
     log: Log,
     what: str,
     jitter: float = 0.5,
+    on_retry: Callable[[InvoxError], None] | None = None,
 ) -> T:
     """Run ``step(attempt)`` again after errors the client marked retryable, honouring Retry-After."""
     attempt = 0
@@ -141,6 +153,8 @@ async def with_retries(
             delay = delays[min(attempt, len(delays) - 1)] if delays else 0.0
             delay *= random.uniform(1 - jitter, 1 + jitter)
             attempt += 1
+            if on_retry is not None:
+                on_retry(exc)
             log.warning(
                 "%s failed (%s); retry %d of %d in %.1f s",
                 what,
@@ -171,6 +185,7 @@ class Run:
         budget: BudgetPlan | None = None,
         progress: ProgressTracker | None = None,
         calls: CallCounter | None = None,
+        stopping: Stop | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -185,14 +200,25 @@ class Run:
         self.progress = progress or ProgressTracker(0)
         self.calls = calls or CallCounter(client.settings.token_path)
         self.stop: InvoxError | None = None
+        self.stopping = stopping or Stop()  # a signal's: no new file starts, uploads finish
+        self.retried: Counter[Retried] = Counter()
         self.delays = retry_delays(retrying.retries, retrying.retry_base_delay_s)
         self.timer = PollTimer(prior_ratio=polling.first_poll_ratio)
         self._landed: dict[str, float] = {}  # request id -> when its upload was accepted
 
-    async def retrying_step(self, step: Callable[[int], Awaitable[T]], what: str) -> T:
-        """One per-file step with the run's retry schedule."""
+    async def retrying_step(self, step: Callable[[int], Awaitable[T]], unit: Unit, name: str) -> T:
+        """One per-file step with the run's retry schedule, each retry counted for the file."""
+
+        def count(exc: InvoxError) -> None:
+            self.retried[Retried(unit.identity, name, exc.error_type)] += 1
+
         return await with_retries(
-            step, retries=self.retrying.retries, delays=self.delays, log=self.log, what=what
+            step,
+            retries=self.retrying.retries,
+            delays=self.delays,
+            log=self.log,
+            what=f"{name} of {unit.label}",
+            on_retry=count,
         )
 
     async def submit(self, unit: Unit, generation: int) -> UploadRecord:
@@ -208,7 +234,8 @@ class Run:
                     "%s was uploaded by another run as request %s", unit.label, paid.request_id
                 )
                 return paid
-            return await self._claimed_submit(unit, generation)
+            with self.stopping.step():  # a signal lets this upload finish and be recorded
+                return await self._claimed_submit(unit, generation)
 
     async def _claimed_submit(self, unit: Unit, generation: int) -> UploadRecord:
         async def presign(_: int) -> tuple[str, str]:
@@ -216,11 +243,10 @@ class Run:
             failpoint("presign")
             return slot.presigned_url, slot.request_id
 
-        slot = await self.retrying_step(presign, f"presign of {unit.label}")
+        slot = await self.retrying_step(presign, unit, "presign")
         key = upload_key(unit.identity, generation)
         record = await self.retrying_step(
-            lambda attempt: self._send(unit, key, slot, fresh_url=attempt > 0),
-            f"upload of {unit.label}",
+            lambda attempt: self._send(unit, key, slot, fresh_url=attempt > 0), unit, "upload"
         )
         landed = time.monotonic()
         await self.ledger.save_upload(unit.identity, generation, record)
@@ -328,6 +354,7 @@ async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
     except NotFoundError:
         if place.upload is None:
             raise
+    run.retried[Retried(unit.identity, "resubmit", ErrorType.NOT_FOUND)] += 1
     run.log.warning(
         "request %s of %s is unknown to the API (expired or lost); submitting the audio again",
         place.upload.request_id,
@@ -388,6 +415,7 @@ def _unexpected(run: Run, unit: Unit, exc: Exception) -> Outcome:
 async def settle_unit(run: Run, unit: Unit, place: Generation) -> Outcome:
     """The final outcome of one identity in this run, from the API (a slot of the gate held)."""
     async with run.gate:
+        await run.stopping.admit()
         run.progress.begin()
         if run.stop is not None:
             outcome = Outcome.failed(
@@ -428,13 +456,27 @@ async def settle_all(
         run.progress.finish(outcomes[identity].status, unit.duration_s, began=False)
     work = [(units[i], places[i]) for i in units if i not in outcomes]
     if work:
+        settling = _settle_work(run, work, executor, authenticate)
         try:
-            await authenticate()
-        except InvoxError as exc:  # refused or unreachable: every file says so, no task is sent
-            run.stop = exc
-        if run.stop is None:
-            settled = await executor(run, work)
-        else:
-            settled = [await settle_unit(run, unit, place) for unit, place in work]
+            settled = await until_stopped(settling, run.stopping, STOP_GRACE_S)
+        except Stopped as stopped:  # what was accepted is on record: a rerun goes on from there
+            done = run.progress.snapshot().done
+            raise Stopped(stopped.reason, done, len(units)) from None
         outcomes.update((unit.identity, o) for (unit, _), o in zip(work, settled, strict=True))
     return {i: outcomes[i] for i in units}
+
+
+async def _settle_work(
+    run: Run,
+    work: Sequence[Work],
+    executor: Executor,
+    authenticate: Callable[[], Awaitable[None]],
+) -> list[Outcome]:
+    """The outcomes of the files that need the API, after one check of the credential."""
+    try:
+        await authenticate()
+    except InvoxError as exc:  # refused or unreachable: every file says so, no task is sent
+        run.stop = exc
+    if run.stop is None:
+        return await executor(run, work)
+    return [await settle_unit(run, unit, place) for unit, place in work]

@@ -13,7 +13,7 @@ import asyncio
 import datetime as dt
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -37,7 +37,9 @@ from invox_batch.settling import (
     settle_unit,
 )
 
-__all__ = ["OnDask", "OnLoop", "authenticate", "batch_label", "batches"]
+from .outcomes import group_state, outcomes_of, unwrap
+
+__all__ = ["FEW_FILES", "OnDask", "OnLoop", "authenticate", "batch_label", "batches"]
 
 T = TypeVar("T")
 FEW_FILES = 100  # up to this many files, one task run each: cheap, and easiest to follow
@@ -106,9 +108,11 @@ def batch_label(group: Sequence[Unit]) -> str:
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-async def settle_files(label: str, run: Run, work: list[Work]) -> list[Outcome]:
-    """Settle a group of files as one task run, on the flow's loop, client and gate."""
-    return list(await asyncio.gather(*(settle_unit(run, u, p) for u, p in work)))
+async def settle_files(label: str, run: Run, work: list[Work]) -> State[list[Outcome]]:
+    """Settle a group of files as one task run, on the flow's loop, client and gate; it ends
+    Failed naming its failed files (see ``tasks.outcomes``)."""
+    outcomes = list(await asyncio.gather(*(settle_unit(run, u, p) for u, p in work)))
+    return group_state([u for u, _ in work], outcomes, run.retried)
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,11 @@ class OnLoop:
         async def one(group: list[Unit]) -> list[Outcome]:
             async with opened:
                 items = [(u, places[u.identity]) for u in group]
-                return await settle_files(batch_label(group), _as_is(run), _as_is(items))
+                called = settle_files(
+                    batch_label(group), _as_is(run), _as_is(items), return_state=True
+                )
+                state = await cast(Awaitable[State[Any]], called)
+                return cast(list[Outcome], await outcomes_of(state))
 
         settled = await asyncio.gather(*(one(g) for g in groups))
         by_identity = {
@@ -157,8 +165,9 @@ TaskResult = tuple[Outcome, dict[str, int], InvoxError | None]
 
 
 @task(name="settle", persist_result=False, cache_policy=NO_CACHE)
-async def settle(job: _DaskJob, unit: Unit, place: Generation) -> TaskResult:
-    """Settle one identity with its own client: its outcome, the calls made, a fatal stop."""
+async def settle(job: _DaskJob, unit: Unit, place: Generation) -> State[TaskResult]:
+    """Settle one identity with its own client: its outcome, the calls made, a fatal stop (the
+    task run Failed when the file failed)."""
     ledger = Ledger(job.ledger, job.cache_expiration)
     async with ledger, counted_client(job.settings) as (client, counter):
         run = Run(
@@ -175,7 +184,7 @@ async def settle(job: _DaskJob, unit: Unit, place: Generation) -> TaskResult:
             else None,
         )
         outcome = await settle_unit(run, unit, place)
-    return outcome, counter.as_dict(), run.stop
+    return group_state([unit], [outcome], run.retried, data=(outcome, counter.as_dict(), run.stop))
 
 
 @dataclass(frozen=True)
@@ -223,8 +232,8 @@ class OnDask:
 async def _collect(future: Any) -> TaskResult:
     """The task's result, or a failed outcome when the task itself failed (worker lost, bug)."""
     try:
-        result: TaskResult = await asyncio.to_thread(future.result)
+        result = unwrap(await asyncio.to_thread(future.result, raise_on_failure=False))
     except Exception as exc:
         message = f"the Dask task settling this file failed ({type(exc).__name__}); rerun it"
         return Outcome.failed(ErrorType.INTERNAL_ERROR, message), {}, None
-    return result
+    return cast(TaskResult, result)

@@ -25,6 +25,7 @@ from ..files import PRIVATE_FILES_ENV, private_files
 from ..manifest import ManifestError, read_manifest
 from ..output import Output
 from ..parameters import Callbacks, Captions, Polling, Scale, Spend, StateStorage
+from ..stopping import stop_scope
 from ._app import (
     EXIT_FAILED_ROWS,
     EXIT_OK,
@@ -180,11 +181,17 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
-    from flows.transcribe_batch import transcribe_batch
+    """Run the transcribe-batch flow over a manifest and write the Parquet dataset.
 
+    Exits 0 when every row completed, 1 when a row failed, 2 on a usage or configuration
+    problem (one line, nothing paid). Ctrl-C or SIGTERM stops the run within 10 s: no new
+    file starts, uploads in flight are recorded, nothing is written, exit 130 (SIGINT) or
+    143 (SIGTERM); rerun the same command to resume, paying nothing twice. A second signal
+    exits at once.
+    """
     from ..progress import progress_display
     from ._prefect import prefect_api
+    from ._signals import Interrupted, SignalStop
 
     _file_permissions(shared_files)
     # Everything checkable is checked before anything starts or is paid for: flags, settings,
@@ -242,23 +249,34 @@ def run(
     except ValidationError as exc:
         raise fail_usage(_flag_problems(exc)) from None
     quiet_task_logs()
-    try:
-        with resolve_api(settings, say, sandbox) as resolved, prefect_api(), progress_display():
-            _export_api(resolved)
-            state: Any = asyncio.run(
-                cast(
-                    Coroutine[Any, Any, Any],
-                    transcribe_batch(
-                        manifest=manifest,
-                        out=out,
-                        api_version=api_version,
-                        return_state=True,
-                        **groups,
-                    ),
-                )
-            )
-    except InvoxError as exc:
-        raise fail_usage(exc.message) from None
+
+    def flow() -> Coroutine[Any, Any, Any]:
+        from flows.transcribe_batch import transcribe_batch  # imported already: at once
+
+        return cast(
+            Coroutine[Any, Any, Any],
+            transcribe_batch(
+                manifest=manifest, out=out, api_version=api_version, return_state=True, **groups
+            ),
+        )
+
+    with stop_scope() as stop, SignalStop(stop, say) as signals:
+        try:
+            with prefect_api() as prefect_ready, resolve_api(settings, say, sandbox) as resolved:
+                _export_api(resolved)
+                import flows.transcribe_batch  # noqa: F401 (imported while Prefect's server starts)
+
+                prefect_ready()
+                with progress_display():
+                    state: Any = signals.run_flow(flow)
+        except InvoxError as exc:
+            raise fail_usage(exc.message) from None
+        except (Interrupted, asyncio.CancelledError):  # stopped before the flow, or cut
+            signals.say_resume()
+            raise typer.Exit(signals.status) from None
+        if signals.signum is not None and not (state.is_completed() or state.is_failed()):
+            signals.say_resume(state.message if state.is_cancelled() else None)
+            raise typer.Exit(signals.status)
     summary = _read_summary(out, state)
     if summary is None:
         say(f"error: the run did not finish: {state.message}")

@@ -52,6 +52,8 @@ DEFAULT_LEASE_S = 60.0
 _RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)  # about 16 s of outage survived per step
 _CHUNK = 500
 _log = logging.getLogger("invox_batch.ledger")
+# aiosqlite logs every statement with its parameters (transcripts) at DEBUG: never let it.
+logging.getLogger("aiosqlite").setLevel(logging.WARNING)
 
 
 def _lease_s() -> float:
@@ -89,8 +91,12 @@ def _reason(exc: BaseException, target: LedgerTarget) -> str:
 def _engine(target: LedgerTarget) -> AsyncEngine:
     url = target.url.get_secret_value()
     if target.dialect == "postgresql":
-        return create_async_engine(url, pool_size=10, max_overflow=40, connect_args={"timeout": 10})
-    engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=10, max_overflow=40)
+        return create_async_engine(
+            url, pool_size=10, max_overflow=40, connect_args={"timeout": 10}, hide_parameters=True
+        )
+    engine = create_async_engine(
+        url, connect_args={"timeout": 30}, pool_size=10, max_overflow=40, hide_parameters=True
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(connection: Any, _: Any) -> None:
