@@ -178,7 +178,6 @@ class Ledger:
         self.legacy = legacy
         self.lease_s = _lease_s()
         self._engine: AsyncEngine | None = None
-        self._auto: AsyncEngine | None = None
         self._lock: asyncio.Lock | None = None
         self._sql = _Statements(target.dialect)
         # Intents read with a fresh claim, for the first find_landed: one transaction less.
@@ -211,7 +210,7 @@ class Ledger:
 
     async def close(self) -> None:
         """Give the connections back; the ledger reopens on its next use."""
-        engine, self._engine, self._auto = self._engine, None, None
+        engine, self._engine = self._engine, None
         if engine is not None:
             await engine.dispose()
 
@@ -227,7 +226,6 @@ class Ledger:
         async with self._lock:
             if self._engine is None:
                 self._engine = await self._connect()
-                self._auto = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         return self._engine
 
     async def _connect(self) -> AsyncEngine:
@@ -299,15 +297,9 @@ class Ledger:
         dialect = conn.dialect.name if conn is not None else self.target.dialect
         return pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
 
-    async def _tx(
-        self, work: Callable[[AsyncConnection], Awaitable[T]], what: str, *, atomic: bool = False
-    ) -> T:
-        """``work``, each statement committed as it runs (every step is one idempotent statement
-        or an ordered few: no BEGIN/COMMIT round trips), or in one transaction when ``atomic``;
-        a lost connection is tried again for a while."""
+    async def _tx(self, work: Callable[[AsyncConnection], Awaitable[T]], what: str) -> T:
+        """``work`` in one committed transaction; a lost connection is tried again for a while."""
         engine = await self._ready()
-        if not atomic and self._auto is not None:
-            engine = self._auto
         for delay in (*_RETRY_DELAYS_S, None):
             try:
                 async with engine.begin() as conn:
@@ -570,7 +562,7 @@ class Ledger:
                 state = {"b_identity": identity, "b_generation": int(generation), "b_now": now}
                 await conn.execute(self._sql.presigned, state)
 
-        await self._tx(record, "record an upload intent", atomic=True)  # one commit, one sync
+        await self._tx(record, "record an upload intent")
 
     async def forget_intent(self, key: str, request_id: str) -> None:
         """The PUT of ``request_id`` certainly did not land (the server refused it): stop asking."""
@@ -621,7 +613,7 @@ class Ledger:
                 await conn.execute(self._insert(tombstones, conn).on_conflict_do_nothing(), rows)
             return removed
 
-        removed = await self._tx(forget, "forget transcripts", atomic=True)
+        removed = await self._tx(forget, "forget transcripts")
         await self._compact()
         return removed
 
