@@ -29,7 +29,13 @@ from sqlalchemy import Row, bindparam, delete, event, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from invox import ConfigurationError, InvoxClient
@@ -236,8 +242,7 @@ class Ledger:
                 create_marker(path)
         engine = _engine(self.target)
         try:
-            async with engine.begin() as conn:
-                await migrate(conn)
+            await _migrated(engine)
             if self.legacy is not None:
                 await self._import(engine, self.legacy)
         except ConfigurationError:
@@ -652,6 +657,20 @@ class Ledger:
             )
 
         return await self._tx(read, "count records")
+
+
+async def _migrated(engine: AsyncEngine) -> None:
+    """The schema made or migrated; a run creating it at the same moment (SQLite has no
+    advisory lock) makes this one fail once, then find it there."""
+    for delay in (0.1, 0.3, 1.0, None):
+        try:
+            async with engine.begin() as conn:
+                await migrate(conn)
+            return
+        except (OperationalError, IntegrityError):
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
