@@ -25,11 +25,17 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
-from sqlalchemy import Row, delete, event, func, select, text, update
+from sqlalchemy import Row, bindparam, delete, event, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from invox import ConfigurationError, InvoxClient
@@ -124,6 +130,43 @@ def _attempt(row: Row[Any], now: float) -> Attempt:
     return Attempt(row.generation, upload, result)
 
 
+_UPLOADED = ("state", "request_id", "uploaded_at", "paid_by", "lease_until", "updated_at")
+_RESULTED = ("state", "result", "result_expires", "updated_at")
+
+
+class _Statements:
+    """The hot path's statements, built once per dialect (parameters bound at execution)."""
+
+    def __init__(self, dialect: str) -> None:
+        insert: Any = pg_insert if dialect == "postgresql" else sqlite_insert
+        a, pk = attempts.c, ["identity", "generation"]
+        self.claim = insert(attempts).on_conflict_do_nothing()
+        self.attempt = select(attempts).where(
+            a.identity == bindparam("identity"), a.generation == bindparam("generation")
+        )
+        self.intents_of = (
+            select(intents.c.request_id)
+            .where(intents.c.key == bindparam("key"))
+            .order_by(intents.c.recorded_at)
+        )
+        self.add_intent = insert(intents).on_conflict_do_nothing()
+        self.presigned = (
+            update(attempts)
+            .where(a.identity == bindparam("b_identity"), a.generation == bindparam("b_generation"))
+            .where(a.request_id.is_(None))
+            .values(state="presigned", updated_at=bindparam("b_now"))
+        )
+        upload = insert(attempts)
+        self.upload = upload.on_conflict_do_update(
+            index_elements=pk, set_={c: upload.excluded[c] for c in _UPLOADED}
+        )
+        self.untomb = delete(tombstones).where(tombstones.c.identity == bindparam("identity"))
+        result = insert(attempts)
+        self.result = result.on_conflict_do_update(
+            index_elements=pk, set_={c: result.excluded[c] for c in _RESULTED}
+        )
+
+
 class Ledger:
     """The never-pay-twice records in one database, shared by every run that names it."""
 
@@ -142,6 +185,9 @@ class Ledger:
         self.lease_s = _lease_s()
         self._engine: AsyncEngine | None = None
         self._lock: asyncio.Lock | None = None
+        self._sql = _Statements(target.dialect)
+        # Intents read with a fresh claim, for the first find_landed: one transaction less.
+        self._claimed_intents: dict[str, list[str]] = {}
 
     @classmethod
     def open(
@@ -196,8 +242,7 @@ class Ledger:
                 create_marker(path)
         engine = _engine(self.target)
         try:
-            async with engine.begin() as conn:
-                await migrate(conn)
+            await _migrated(engine)
             if self.legacy is not None:
                 await self._import(engine, self.legacy)
         except ConfigurationError:
@@ -381,16 +426,16 @@ class Ledger:
         self, conn: AsyncConnection, identity: str, generation: int, values: dict[str, Any]
     ) -> Row[Any] | None:
         """None when this insert made the claim; else the row someone else made first."""
-        stmt = self._insert(attempts, conn).values(
-            identity=identity, generation=generation, **values
-        )
-        if (await conn.execute(stmt.on_conflict_do_nothing())).rowcount == 1:
+        params = {"identity": identity, "generation": generation, **values}
+        if (await conn.execute(self._sql.claim, params)).rowcount == 1:
+            key = upload_key(identity, generation)
+            self._claimed_intents[key] = await self._intended(conn, key)
             return None
-        key = (attempts.c.identity == identity) & (attempts.c.generation == generation)
-        return (await conn.execute(select(attempts).where(key))).first()
+        attempt = {"identity": identity, "generation": generation}
+        return (await conn.execute(self._sql.attempt, attempt)).first()
 
-    @staticmethod
     async def _take(
+        self,
         conn: AsyncConnection,
         identity: str,
         generation: int,
@@ -406,7 +451,11 @@ class Ledger:
             .where(attempts.c.lease_until == old.lease_until)
             .values(**values)
         )
-        return bool((await conn.execute(stmt)).rowcount == 1)
+        if (await conn.execute(stmt)).rowcount != 1:
+            return False
+        key = upload_key(identity, generation)
+        self._claimed_intents[key] = await self._intended(conn, key)
+        return True
 
     @staticmethod
     def _takeable(row: Row[Any], owner: Owner, now: float) -> bool:
@@ -438,6 +487,8 @@ class Ledger:
     async def _release(self, identity: str, generation: int, owner: Owner) -> None:
         """Nothing was uploaded: let the next run take the claim at once."""
 
+        self._claimed_intents.pop(upload_key(identity, generation), None)
+
         async def release(conn: AsyncConnection) -> None:
             await conn.execute(
                 update(attempts)
@@ -452,24 +503,20 @@ class Ledger:
 
     async def save_upload(self, identity: str, generation: int, record: UploadRecord) -> None:
         """Keep an accepted upload (never expires: that would pay again); lifts a tombstone."""
-        now = time.time()
-        values = {
+        params = {
+            "identity": identity,
+            "generation": generation,
             "state": "uploaded",
             "request_id": record.request_id,
             "uploaded_at": record.uploaded_at,
             "paid_by": record.flow_run_id,
             "lease_until": 0.0,
-            "updated_at": now,
+            "updated_at": time.time(),
         }
 
         async def save(conn: AsyncConnection) -> None:
-            stmt = self._insert(attempts, conn).values(
-                identity=identity, generation=generation, **values
-            )
-            await conn.execute(
-                stmt.on_conflict_do_update(index_elements=["identity", "generation"], set_=values)
-            )
-            await conn.execute(delete(tombstones).where(tombstones.c.identity == identity))
+            await conn.execute(self._sql.upload, params)
+            await conn.execute(self._sql.untomb, {"identity": identity})
 
         await self._tx(save, "save an upload")
 
@@ -477,7 +524,11 @@ class Ledger:
         """Keep a terminal result (forgotten after the cache expiration, if one is set)."""
         now = time.time()
         expiration = self.cache_expiration
-        values = {
+        params = {
+            "identity": identity,
+            "generation": generation,
+            "request_id": record.request_id,
+            "lease_until": 0.0,
             "state": "completed" if record.completed else "provider_error",
             "result": json.dumps(record.to_json()),
             "result_expires": now + expiration.total_seconds() if expiration else None,
@@ -485,16 +536,7 @@ class Ledger:
         }
 
         async def save(conn: AsyncConnection) -> None:
-            stmt = self._insert(attempts, conn).values(
-                identity=identity,
-                generation=generation,
-                request_id=record.request_id,
-                lease_until=0.0,
-                **values,
-            )
-            await conn.execute(
-                stmt.on_conflict_do_update(index_elements=["identity", "generation"], set_=values)
-            )
+            await conn.execute(self._sql.result, params)
 
         await self._tx(save, "save a result")
 
@@ -516,20 +558,14 @@ class Ledger:
     async def record_intent(self, key: str, request_id: str) -> None:
         """Keep ``request_id`` durably before its audio is sent (the attempt is now presigned)."""
         identity, _, generation = key.removeprefix("upload-").rpartition("-g")
+        now = time.time()
 
         async def record(conn: AsyncConnection) -> None:
-            stmt = self._insert(intents, conn).values(
-                key=key, request_id=request_id, recorded_at=time.time()
-            )
-            await conn.execute(stmt.on_conflict_do_nothing())
+            intent = {"key": key, "request_id": request_id, "recorded_at": now}
+            await conn.execute(self._sql.add_intent, intent)
             if generation.isdigit() and key == upload_key(identity, int(generation)):
-                await conn.execute(
-                    update(attempts)
-                    .where(attempts.c.identity == identity)
-                    .where(attempts.c.generation == int(generation))
-                    .where(attempts.c.request_id.is_(None))
-                    .values(state="presigned", updated_at=time.time())
-                )
+                state = {"b_identity": identity, "b_generation": int(generation), "b_now": now}
+                await conn.execute(self._sql.presigned, state)
 
         await self._tx(record, "record an upload intent")
 
@@ -544,17 +580,14 @@ class Ledger:
         await self._tx(forget, "forget an upload intent")
 
     async def intended(self, key: str) -> list[str]:
-        """Request ids recorded so far under ``key``, oldest first."""
+        """Request ids recorded so far under ``key``, oldest first (as read with the claim, the
+        first time after it: nobody else records intents under a claim this run holds)."""
+        if (known := self._claimed_intents.pop(key, None)) is not None:
+            return known
+        return await self._tx(partial(self._intended, key=key), "read upload intents")
 
-        async def read(conn: AsyncConnection) -> list[str]:
-            query = (
-                select(intents.c.request_id)
-                .where(intents.c.key == key)
-                .order_by(intents.c.recorded_at)
-            )
-            return [r[0] for r in (await conn.execute(query)).all()]
-
-        return await self._tx(read, "read upload intents")
+    async def _intended(self, conn: AsyncConnection, key: str) -> list[str]:
+        return [r[0] for r in (await conn.execute(self._sql.intents_of, {"key": key})).all()]
 
     async def find_landed(self, client: InvoxClient, key: str, grace_s: float) -> str | None:
         """The request id of an earlier attempt whose audio the provider did receive, if any."""
@@ -624,6 +657,20 @@ class Ledger:
             )
 
         return await self._tx(read, "count records")
+
+
+async def _migrated(engine: AsyncEngine) -> None:
+    """The schema made or migrated; a run creating it at the same moment (SQLite has no
+    advisory lock) makes this one fail once, then find it there."""
+    for delay in (0.1, 0.3, 1.0, None):
+        try:
+            async with engine.begin() as conn:
+                await migrate(conn)
+            return
+        except (OperationalError, IntegrityError):
+            if delay is None:
+                raise
+            await asyncio.sleep(delay)
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:

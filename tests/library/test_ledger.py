@@ -152,3 +152,20 @@ def test_the_flow_parameter_refuses_a_password() -> None:
     with pytest.raises(ValidationError, match="INVOX_LEDGER_URL") as caught:
         StateStorage(ledger_url="postgresql://u:hunter2@h:5432/d")
     assert "hunter2" not in str(caught.value)
+
+
+def test_runs_creating_the_sqlite_schema_at_the_same_moment_all_open_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys; from pathlib import Path; from invox_batch.ledger import Ledger; "
+        "asyncio.run(Ledger.open(Path(sys.argv[1])).check())"
+    )
+    runs = [
+        subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    assert [(r.wait(timeout=60), r.stderr.read() if r.stderr else b"") for r in runs] == [
+        (0, b"")
+    ] * 6

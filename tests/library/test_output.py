@@ -74,9 +74,12 @@ def test_a_remote_write_failure_is_one_line(
 
 def test_a_remote_out_names_where_its_records_live_or_is_refused(tmp_path: Path) -> None:
     output = Output.parse("memory://bucket/out")
-    with pytest.raises(ConfigurationError, match=r"--result-storage PATH .* or --local-ledger"):
+    with pytest.raises(
+        ConfigurationError, match=r"INVOX_LEDGER_URL .* --result-storage PATH .* or --local-ledger"
+    ):
         output.state_dir()
     assert output.state_dir(local_ledger=True) == output.default_state_dir()
+    assert output.state_dir(shared=True) == output.default_state_dir()  # INVOX_LEDGER_URL
     assert output.state_dir(str(tmp_path / "s")) == tmp_path / "s"
     assert Output.parse(str(tmp_path)).state_dir() == tmp_path / ".state"
 

@@ -172,3 +172,28 @@ def test_a_bad_ledger_url_is_one_line_and_exit_2_before_any_call(
     assert lines[0].startswith("error: INVOX_LEDGER_URL: ")
     assert says in lines[0] and password not in done.output
     assert sum(sandbox.stats()["requests"].values()) == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_secret_block_names_the_ledger_on_a_worker_without_the_variable(
+    own_api: SandboxControl,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect.blocks.system import Secret
+
+    from flows.credentials import LEDGER_SECRET_BLOCK
+
+    url = postgres.new_database()
+    monkeypatch.delenv("INVOX_LEDGER_URL", raising=False)
+    manifest, out, _ = _machine(tmp_path, "machine", range(400, 402))
+    Secret(value=url).save(LEDGER_SECRET_BLOCK, overwrite=True)
+    try:
+        first = run_flow(own_api, manifest, out)
+        fresh = run_flow(own_api, manifest, tmp_path / "another-out")  # a new state folder
+    finally:
+        Secret.delete(LEDGER_SECRET_BLOCK)
+    assert first.state.is_completed() and first.calls["upload"] == 2
+    assert sum(fresh.calls.values()) == 0  # the records were in PostgreSQL, not in the folder
+    assert not (out / ".state" / "ledger.sqlite3").exists()
