@@ -16,12 +16,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from bench import targets_adaptive, targets_polling, targets_scale, targets_upload
+from bench import targets_adaptive, targets_polling, targets_scale, targets_tail, targets_upload
 from bench.context import Context, Wanted
 from bench.harness import RESULTS
 from bench.report import LIMITS, Result, format_table, machine, result, timestamp, write_results
 
-GROUPS: tuple[ModuleType, ...] = (targets_scale, targets_polling, targets_upload, targets_adaptive)
+GROUPS: tuple[ModuleType, ...] = (
+    targets_scale,
+    targets_polling,
+    targets_upload,
+    targets_adaptive,
+    targets_tail,
+)
 
 
 def selector(prefixes: Sequence[str]) -> Wanted:

@@ -503,12 +503,21 @@ class SandboxBackend:
         """Delay, decide the outcome, delete the audio, then notify the callback URL."""
         path = self.uploads.path_for(job.request_id)
         try:
-            await asyncio.sleep(await self._processing_delay(path))
+            await asyncio.sleep(self._heavy_tail(job) or await self._processing_delay(path))
             await self._decide_outcome(job, path)
         finally:
             self.uploads.delete(job.request_id)
         if self.notifier is not None and self.is_current(job):
             await self.notifier(job)
+
+    def _heavy_tail(self, job: Job) -> float | None:
+        """``heavy_tail_s`` for the share of audio the seed picks, so every run slows the same files."""
+        share = self.faults.heavy_tail_share
+        if not share or job.sha256 is None:
+            return None
+        key = hashlib.sha256(f"{self.faults.seed}:{job.sha256}".encode()).digest()
+        drawn = int.from_bytes(key[:8], "big") / 2**64
+        return self.faults.heavy_tail_s if drawn < share else None
 
     async def _processing_delay(self, path: Path) -> float:
         """``processing_rtf`` x the audio's duration when both are known, else the fixed range."""
