@@ -3,7 +3,8 @@
 A *unit* is one unique audio identity: what is paid for, however many rows share it. The run
 first locates every unit in the ledger, plans the audio-hours budget, settles what is already
 paid for straight from the records, checks the credential once, and hands the rest to an
-executor: the flow's own event loop (grouped task runs) or a Dask cluster (one task per file).
+executor: the flow's own event loop (task runs labelling groups of files that share the run's
+slots, handed out in manifest order) or a Dask cluster (one task per file).
 Whatever the executor, each file goes through :func:`settle_unit`, and what is already paid for
 is never paid again.
 """
@@ -42,6 +43,7 @@ from .ledger import Generation, Ledger, confirm_landed, upload_key
 from .parameters import Polling, Retrying, Spend
 from .progress import ProgressTracker
 from .records import Outcome, ResultRecord, Segment, UploadRecord, now_iso
+from .slots import Slots
 
 __all__ = [
     "CallCounter",
@@ -176,7 +178,7 @@ class Run:
         self.spend, self.polling, self.retrying = spend, polling, retrying
         self.log = log
         self.flow_run_id = flow_run_id
-        self.gate = asyncio.Semaphore(concurrency)
+        self.slots = Slots(concurrency)
         self.completion = completion
         self.callback_url = callback_url
         self.budget = budget or BudgetPlan(spend.max_audio_hours)
@@ -360,8 +362,8 @@ def _unexpected(run: Run, unit: Unit, exc: Exception) -> Outcome:
 
 
 async def settle_unit(run: Run, unit: Unit, place: Generation) -> Outcome:
-    """The final outcome of one identity in this run, from the API (a slot of the gate held)."""
-    async with run.gate:
+    """The final outcome of one identity in this run, from the API (one of the run's slots held)."""
+    async with run.slots.slot(unit.identity):
         run.progress.begin()
         if run.stop is not None:
             outcome = Outcome.failed(
@@ -401,6 +403,7 @@ async def settle_all(
             continue
         run.progress.finish(outcomes[identity].status, unit.duration_s, began=False)
     work = [(units[i], places[i]) for i in units if i not in outcomes]
+    run.slots.rank([unit.identity for unit, _ in work])
     if work:
         try:
             await authenticate()

@@ -41,6 +41,7 @@ __all__ = [
     "Transcriber",
     "TranscriptionFailed",
     "UploadStore",
+    "in_heavy_tail",
 ]
 
 logger = logging.getLogger(__name__)
@@ -357,6 +358,14 @@ class Transcriber(Protocol):
 Notifier = Callable[[Job], Awaitable[None]]
 
 
+def in_heavy_tail(sha256: str, share: float, seed: int | None) -> bool:
+    """Whether audio with this digest is among the slow ``share`` of jobs, for this seed."""
+    if not share:
+        return False
+    key = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(key[:8], "big") / 2**64 < share
+
+
 class SandboxBackend:
     """All mutable sandbox state, like a moto backend; routes only translate HTTP to these calls."""
 
@@ -512,12 +521,10 @@ class SandboxBackend:
 
     def _heavy_tail(self, job: Job) -> float | None:
         """``heavy_tail_s`` for the share of audio the seed picks, so every run slows the same files."""
-        share = self.faults.heavy_tail_share
-        if not share or job.sha256 is None:
+        share, seed = self.faults.heavy_tail_share, self.faults.seed
+        if job.sha256 is None or not in_heavy_tail(job.sha256, share, seed):
             return None
-        key = hashlib.sha256(f"{self.faults.seed}:{job.sha256}".encode()).digest()
-        drawn = int.from_bytes(key[:8], "big") / 2**64
-        return self.faults.heavy_tail_s if drawn < share else None
+        return self.faults.heavy_tail_s
 
     async def _processing_delay(self, path: Path) -> float:
         """``processing_rtf`` x the audio's duration when both are known, else the fixed range."""
