@@ -14,6 +14,7 @@ _EXPLORE = 0.4  # how much earlier than the estimate the very first jobs poll
 _EXPLORE_UNTIL = 16  # observations after which no job polls early on purpose
 _STREAK = 4  # hits in a row after which downward steps grow (the estimate is likely too high)
 _JITTER = 0.02
+LATE_SHARE = 0.25  # a slow job's result comes at most this share of its processing time late
 
 
 class PollTimer:
@@ -48,7 +49,8 @@ class PollTimer:
     def policy(
         self, duration_s: float | None, *, timeout_s: float, max_delay_s: float
     ) -> PollPolicy:
-        """First poll when the job is likely done; after a miss, poll again soon, then back off."""
+        """First poll when the job is likely done; after a miss, poll again soon, then back off,
+        never waiting more than a quarter of the job's age (see ``PollPolicy.age_share``)."""
         audio_s = duration_s or UNKNOWN_DURATION_S
         expected = audio_s * self._ratio
         first = self._clamp(expected * (1 - self._exploring()), max_delay_s)
@@ -59,6 +61,7 @@ class PollTimer:
             max_delay_s=max_delay_s,
             jitter=_JITTER,
             next_delay_s=self._clamp(retry, max_delay_s),
+            age_share=LATE_SHARE,
         )
 
     def observe(

@@ -284,7 +284,9 @@ class Run:
             if landed is not None:  # processing began when the audio landed
                 since = time.monotonic() - landed
                 policy = dataclasses.replace(
-                    policy, first_delay_s=max(0.0, policy.first_delay_s - since)
+                    policy,
+                    first_delay_s=max(0.0, policy.first_delay_s - since),
+                    age_at_start_s=since,
                 )
         failpoint("poll")
         result = await self.client.wait_for_transcription(request_id, policy, on_poll=learn)
