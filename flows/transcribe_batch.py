@@ -38,6 +38,7 @@ from invox_batch.records import Outcome
 from invox_batch.report import build_run_report, report_section, summarise, write_summary
 from invox_batch.settling import Run, Unit, counted_client, settle_all
 from invox_batch.shards import take_shard
+from tasks.limits import api_limit
 from tasks.settle import OnDask, OnLoop, authenticate
 
 from .artifacts import ProgressArtifact, publish_outcomes
@@ -153,6 +154,7 @@ async def _settle(
                     callback_url=callback_url,
                     progress=tracker,
                     calls=calls,
+                    across_runs=await api_limit(),
                 )
                 executor = (
                     OnDask(settings, scale.dask_address, scale.max_concurrency)

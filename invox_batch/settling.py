@@ -18,7 +18,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -46,6 +46,7 @@ from .records import Outcome, ResultRecord, Segment, UploadRecord, now_iso
 from .slots import Slots
 
 __all__ = [
+    "AcrossRuns",
     "CallCounter",
     "Executor",
     "Run",
@@ -76,6 +77,8 @@ class Unit:
 
 
 Work = tuple[Unit, Generation]
+# A slot held per file in a cap across runs and shards (a Prefect global concurrency limit).
+AcrossRuns = Callable[[], AbstractAsyncContextManager[object]]
 
 
 class Executor(Protocol):
@@ -172,6 +175,7 @@ class Run:
         budget: BudgetPlan | None = None,
         progress: ProgressTracker | None = None,
         calls: CallCounter | None = None,
+        across_runs: AcrossRuns | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
@@ -184,10 +188,15 @@ class Run:
         self.budget = budget or BudgetPlan(spend.max_audio_hours)
         self.progress = progress or ProgressTracker(0)
         self.calls = calls or CallCounter(client.settings.token_path)
+        self.across_runs = across_runs
         self.stop: InvoxError | None = None
         self.delays = retry_delays(retrying.retries, retrying.retry_base_delay_s)
         self.timer = PollTimer(prior_ratio=polling.first_poll_ratio)
         self._landed: dict[str, float] = {}  # request id -> when its upload was accepted
+
+    def held_across_runs(self) -> AbstractAsyncContextManager[object]:
+        """The slot a file also holds in a cap shared by every run, when there is one."""
+        return self.across_runs() if self.across_runs else nullcontext()
 
     async def retrying_step(self, step: Callable[[int], Awaitable[T]], what: str) -> T:
         """One per-file step with the run's retry schedule."""
@@ -365,7 +374,7 @@ def _unexpected(run: Run, unit: Unit, exc: Exception) -> Outcome:
 
 async def settle_unit(run: Run, unit: Unit, place: Generation) -> Outcome:
     """The final outcome of one identity in this run, from the API (one of the run's slots held)."""
-    async with run.slots.slot(unit.identity):
+    async with run.slots.slot(unit.identity), run.held_across_runs():
         run.progress.begin()
         if run.stop is not None:
             outcome = Outcome.failed(

@@ -30,6 +30,7 @@ from invox_batch.ledger import Generation, Ledger
 from invox_batch.parameters import Polling, Retrying, Spend
 from invox_batch.records import Outcome
 from invox_batch.settling import (
+    AcrossRuns,
     Run,
     Unit,
     Work,
@@ -163,6 +164,7 @@ class _DaskJob:
     retrying: Retrying
     flow_run_id: str | None
     callback_url: str | None
+    across_runs: AcrossRuns | None
 
 
 TaskResult = tuple[Outcome, dict[str, int], InvoxError | None]
@@ -181,6 +183,7 @@ async def settle(job: _DaskJob, unit: Unit, place: Generation) -> TaskResult:
             log=get_run_logger(),
             flow_run_id=job.flow_run_id,
             callback_url=job.callback_url,
+            across_runs=job.across_runs,
             budget=BudgetPlan.spent(job.spend.max_audio_hours)
             if job.spend.max_audio_hours
             else None,
@@ -215,6 +218,7 @@ class OnDask:
             run.retrying,
             run.flow_run_id,
             run.callback_url,
+            run.across_runs,
         )
         with self._runner() as runner:
             futures = [
