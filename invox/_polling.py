@@ -26,9 +26,11 @@ class PollPolicy:
     multiplier: float = 2.0
     jitter: float = 0.1
     next_delay_s: float | None = None  # delay after the first poll; None: first times multiplier
-    # Each later wait is at most this share of the job's age, so a slow job's result comes at
-    # most that much late (0.25: 25 %); None lets the backoff alone decide.
+    # Each later wait is at most this share of the job's age (but may reach ``age_floor_s``), so
+    # a job longer than ``age_floor_s / age_share`` gets its result at most that share late
+    # (0.25: 25 %); None lets the backoff alone decide.
     age_share: float | None = None
+    age_floor_s: float = 0.0  # about the job's expected processing time: no cap below it
     age_at_start_s: float = 0.0  # how long the job had been processing when polling began
 
 
@@ -49,15 +51,18 @@ def backoff_delay(
 def next_poll_delay(
     policy: PollPolicy, attempt: int, age_s: float, rand: Callable[[], float] = random.random
 ) -> float:
-    """The backoff delay after poll ``attempt``, at most ``age_share`` of the job's age ``age_s``.
+    """The backoff delay after poll ``attempt``, at most ``age_share`` of the job's age ``age_s``
+    or ``age_floor_s``, whichever is longer.
 
     A job still pending at age ``a`` ends after ``a``, so polling again by ``a * (1 + share)``
-    delivers its result at most ``share`` late.
+    delivers its result at most ``share`` late; the floor keeps young jobs on the plain backoff
+    (their misses are the first poll's business), so the promise holds for jobs longer than
+    ``age_floor_s / share``: the slow ones.
     """
     delay = backoff_delay(policy, attempt, rand)
     if policy.age_share is None or attempt == 0:
         return delay
-    return min(delay, max(policy.age_share * age_s, MIN_DELAY_S))
+    return min(delay, max(policy.age_share * age_s, policy.age_floor_s, MIN_DELAY_S))
 
 
 def _timeout(request_id: str, last_status: str | None, policy: PollPolicy) -> PollTimeoutError:

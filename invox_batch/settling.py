@@ -285,10 +285,13 @@ class Run:
         if policy is scheduled:  # polled on the timer's schedule: learn from it
 
             def learn(attempt: int, status: str) -> None:
-                """Teach the timer whether this job was already done at its first poll."""
+                """Teach the timer whether this job was done at its first poll (or second)."""
+                done = status in TERMINAL_STATUSES
                 if attempt == 1:
-                    done = status in TERMINAL_STATUSES
-                    self.timer.observe(unit.duration_s, done, first_delay_s=scheduled.first_delay_s)
+                    first = scheduled.first_delay_s
+                    self.timer.observe(unit.duration_s, done, first_delay_s=first)
+                elif attempt == 2:
+                    self.timer.observe_retry(unit.duration_s, done, scheduled)
 
             if landed is not None:  # processing began when the audio landed
                 since = time.monotonic() - landed
