@@ -29,6 +29,10 @@ LIMITS: dict[str, tuple[float, bool]] = {
     "adaptive_429_share": (0.05, False),
     "heavy_tail_wall_ratio": (1.25, False),
     "heavy_tail_status_calls_per_file": (1.5, False),
+    "ledger_ms_per_file_postgresql": (5.0, False),
+    "ledger_locate_10k_s_postgresql": (2.0, False),
+    "ledger_rerun_api_calls_postgresql": (0.0, False),
+    "ledger_rerun_wall_ratio_postgresql": (0.10, False),
 }
 
 

@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from bench import targets_adaptive, targets_polling, targets_scale, targets_tail, targets_upload
+from bench import (
+    targets_adaptive,
+    targets_ledger,
+    targets_polling,
+    targets_scale,
+    targets_tail,
+    targets_upload,
+)
 from bench.context import Context, Wanted
 from bench.harness import RESULTS
 from bench.report import LIMITS, Result, format_table, machine, result, timestamp, write_results
@@ -27,6 +34,7 @@ GROUPS: tuple[ModuleType, ...] = (
     targets_upload,
     targets_adaptive,
     targets_tail,
+    targets_ledger,
 )
 
 

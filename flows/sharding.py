@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import State, get_run_logger
-from prefect.artifacts import acreate_markdown_artifact
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import arun_deployment
@@ -24,8 +23,11 @@ from invox_batch.callbacks import parse_listen
 from invox_batch.manifest import Manifest
 from invox_batch.output import Output
 from invox_batch.parameters import Callbacks, Scale, Spend
-from invox_batch.report import summary_markdown, write_summary
+from invox_batch.report import write_summary
 from invox_batch.shards import shard_bounds, shard_count
+
+from .artifacts import publish_failed_files, publish_summary
+from .events import emit_run_events
 
 __all__ = [
     "aggregate",
@@ -220,7 +222,9 @@ async def _conclude(
     path = write_summary(staging, parent, summary)
     if output.is_remote:
         output.publish(staging, [path.relative_to(staging)], parent)
-    await acreate_markdown_artifact(markdown=summary_markdown(summary), description="Run summary")
+    await publish_summary(summary, manifest)
+    await publish_failed_files(summary, manifest)
+    emit_run_events(summary, per_file=False)  # each shard emitted its own files' events
     problems = [f"{summary['failed']} of {summary['rows']} files failed"] * bool(summary["failed"])
     problems += [f"{len(missing)} of {len(shards)} shard runs left no summary"] * bool(missing)
     if problems:

@@ -13,13 +13,14 @@ from typing import Any
 
 from prefect import State, flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.states import Completed, Failed
+from prefect.states import Cancelled, Completed, Failed
 
-from invox import ConfigurationError, InvoxSettings
+from invox import ConfigurationError, InvoxError, InvoxSettings
 from invox_batch.callbacks import completion_for
 from invox_batch.captions import write_run_captions
 from invox_batch.checks import Checked, check_all, units_of
 from invox_batch.dataset import file_row, segment_rows, write_run
+from invox_batch.errors import InvoxBatchError
 from invox_batch.ledger import Ledger
 from invox_batch.manifest import Manifest, read_manifest
 from invox_batch.output import Output
@@ -38,11 +39,14 @@ from invox_batch.records import Outcome
 from invox_batch.report import build_run_report, report_section, summarise, write_summary
 from invox_batch.settling import Run, Unit, counted_client, settle_all
 from invox_batch.shards import take_shard
+from invox_batch.stopping import Stopped, current_stop
 from tasks.limits import api_limit
-from tasks.settle import OnDask, OnLoop, authenticate
+from tasks.outcomes import ledger_groups, show_cached
+from tasks.settle import FEW_FILES, OnDask, OnLoop, authenticate, batch_label
 
-from .artifacts import ProgressArtifact, publish_outcomes
-from .credentials import with_secret_block
+from .artifacts import ProgressArtifact, artifact_key, publish_outcomes, publish_summary
+from .credentials import ledger_url, with_secret_block
+from .events import emit_run_events
 from .sharding import fan_out, should_fan_out, worker_host
 
 __all__ = ["transcribe_batch"]
@@ -77,16 +81,31 @@ async def transcribe_batch(
     """
     started = time.monotonic()
     _freeze_long_lived_objects()
-    output, settings = Output.parse(out), await _run_settings(api_version)
-    output.check_writable(state.result_storage)  # before any audio is read or paid for
-    state_dir = Path(state.result_storage) if state.result_storage else output.default_state_dir()
-    parsed = read_manifest(manifest)
+    try:
+        output, settings, state_dir, ledger, parsed = await _inputs(
+            manifest, out, api_version, state
+        )
+    except (InvoxBatchError, InvoxError) as exc:
+        return _refused(exc)
     if should_fan_out(len(parsed.rows), scale.shard_size, scale.shard):
         return await fan_out(parsed, output, spend, callbacks, scale)
     checked = await check_all(take_shard(parsed, scale.shard), settings, state_dir)
-    run, outcomes = await _settle(
-        settings, units_of(checked), state_dir, spend, polling, retrying, callbacks, scale, state
-    )
+    progress_key = artifact_key(manifest, "progress", scale.shard)
+    try:
+        run, outcomes = await _settle(
+            settings,
+            units_of(checked),
+            state_dir,
+            ledger,
+            spend,
+            polling,
+            retrying,
+            callbacks,
+            scale,
+            progress_key,
+        )
+    except Stopped as stopped:  # a signal: what was accepted is on record, nothing is written
+        return Cancelled(message=str(stopped))
     staging = output.local or state_dir / "staging" / _flow_run_id()
     written = _write(staging, checked, outcomes, settings.api_version, captions, parsed)
     summary = _summary(manifest, scale, settings, checked, run, written, output, started)
@@ -99,6 +118,29 @@ def _freeze_long_lived_objects() -> None:
     if not gc.get_freeze_count():
         atexit.register(gc.unfreeze)
     gc.freeze()
+
+
+async def _inputs(
+    manifest: str, out: str, api_version: str | None, state: StateStorage
+) -> tuple[Output, InvoxSettings, Path, Ledger, Manifest]:
+    """The output, API settings, state folder, ledger and manifest, each refused up front
+    (nothing is read or paid for before the output and state are known to be usable)."""
+    output, settings = Output.parse(out), await _run_settings(api_version)
+    url, source = await ledger_url(state.ledger_url)
+    shared = url is not None
+    output.check_writable(state.result_storage, state.local_ledger, shared)
+    state_dir = output.state_dir(state.result_storage, state.local_ledger, shared)
+    days = state.cache_expiration_days
+    ledger = Ledger.open(state_dir, dt.timedelta(days=days) if days else None, url, source)
+    return output, settings, state_dir, ledger, read_manifest(manifest)
+
+
+def _refused(exc: InvoxBatchError | InvoxError) -> State[Any]:
+    """Bad parameters or settings: one line in the log and the state message, no traceback."""
+    reason = " ".join(str(getattr(exc, "message", None) or exc).split())
+    line = f"refused before any audio was read or paid for: {reason}"
+    get_run_logger().error(line)
+    return Failed(message=line)
 
 
 async def _run_settings(api_version: str | None) -> InvoxSettings:
@@ -117,21 +159,24 @@ async def _settle(
     settings: InvoxSettings,
     units: dict[str, Unit],
     state_dir: Path,
+    ledger: Ledger,
     spend: Spend,
     polling: Polling,
     retrying: Retrying,
     callbacks: Callbacks,
     scale: Scale,
-    state: StateStorage,
+    progress_key: str,
 ) -> tuple[Run, dict[str, Outcome]]:
     """Every unit's outcome, settled on the flow's loop or on Dask, in the run's completion mode."""
     get_run_logger().info("%d unique audio files to settle", len(units))
-    days = state.cache_expiration_days
-    ledger = Ledger.open(state_dir / "results", dt.timedelta(days=days) if days else None)
     tracker = ProgressTracker(len(units))
     store = Path(callbacks.callback_store) if callbacks.callback_store else state_dir / "callbacks"
     try:
-        async with counted_client(settings) as (client, calls), ProgressArtifact(tracker):
+        async with (
+            ledger,
+            counted_client(settings) as (client, calls),
+            ProgressArtifact(tracker, progress_key),
+        ):
             with completion_for(
                 callbacks.completion,
                 grace_s=callbacks.callback_grace_s,
@@ -155,6 +200,7 @@ async def _settle(
                     progress=tracker,
                     calls=calls,
                     across_runs=await api_limit(),
+                    stopping=current_stop(),
                 )
                 executor = (
                     OnDask(settings, scale.dask_address, scale.max_concurrency)
@@ -162,6 +208,9 @@ async def _settle(
                     else OnLoop(scale.files_per_task, scale.max_concurrency)
                 )
                 outcomes = await settle_all(run, units, executor, lambda: authenticate(client))
+                cached = [u for u in units.values() if outcomes[u.identity].from_cache]
+                groups = ledger_groups(cached, FEW_FILES)
+                await show_cached([(batch_label(g), g) for g in groups], outcomes)
     finally:
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
     return run, outcomes
@@ -257,7 +306,10 @@ async def _conclude(
         output.publish(staging, [p.relative_to(staging) for p in every], flow_run_id)
         shutil.rmtree(staging, ignore_errors=True)
     report_at = output.location(report.html.relative_to(staging)) if report else None
-    await publish_outcomes(summary, written.rows, extra=report_section(report, report_at))
+    manifest, shard = summary["manifest"], summary["shard"] or ""
+    await publish_outcomes(summary, written.rows, manifest, shard)
+    await publish_summary(summary, manifest, shard, extra=report_section(report, report_at))
+    emit_run_events(summary)
     get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",
         summary["completed"],

@@ -6,6 +6,7 @@ Exception tree::
     ├── ManifestError               the manifest cannot be read (a bad row is a failed row instead)
     ├── SchemaDriftError            rows that do not fit the dataset's declared schema
     ├── ReportError                 there is no dataset to report on at that location
+    ├── LedgerUnavailable           the ledger's database could not be reached for a while
     └── CallbackRejected            a callback the receiver refuses (carries an HTTP status)
 
 Client errors (``invox.InvoxError`` and its tree) stay the client's; their ``error_type`` values
@@ -21,6 +22,7 @@ __all__ = [
     "CallbackRejected",
     "ErrorType",
     "InvoxBatchError",
+    "LedgerUnavailable",
     "ManifestError",
     "ReportError",
     "SchemaDriftError",
@@ -41,6 +43,7 @@ class ErrorType(StrEnum):
     # The run's own limits.
     BUDGET_EXCEEDED = "budget_exceeded"  # not submitted: max_audio_hours would be exceeded
     INTERNAL_ERROR = "internal_error"  # a bug or a lost worker; see the logs, then rerun
+    LEDGER_UNAVAILABLE = "ledger_unavailable"  # the ledger's database was down; rerun
     # The provider's verdict on the job.
     PROVIDER_ERROR = "provider_error"  # the job ended ERROR; a rerun resubmits it
     # The client's errors (invox.InvoxError.error_type).
@@ -88,6 +91,10 @@ class SchemaDriftError(InvoxBatchError, ValueError):
 
 class ReportError(InvoxBatchError, ValueError):
     """No dataset to report on (nothing written yet, or no such run)."""
+
+
+class LedgerUnavailable(InvoxBatchError):
+    """The ledger's database stayed unreachable; what was already recorded is safe: rerun."""
 
 
 class CallbackRejected(InvoxBatchError):

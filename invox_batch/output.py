@@ -63,7 +63,25 @@ class Output:
         base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
         return base / "invox-batch" / hashlib.sha256(self.uri.encode()).hexdigest()[:16]
 
-    def check_writable(self, result_storage: str | None = None) -> None:
+    def state_dir(
+        self, result_storage: str | None = None, local_ledger: bool = False, shared: bool = False
+    ) -> Path:
+        """Where the run's state lives; with a remote ``out`` the never-pay-twice records must be
+        somewhere every machine sees (``shared``: a ledger URL), or kept local on purpose."""
+        if result_storage:
+            return Path(result_storage).expanduser()
+        if self.is_remote and not (local_ledger or shared):
+            raise ConfigurationError(
+                f"--out {self.uri} is remote but the never-pay-twice records would stay on this "
+                "machine, where other machines cannot see them: set INVOX_LEDGER_URL to a "
+                "PostgreSQL database every run shares, pass --result-storage PATH on a disk "
+                "every run shares, or --local-ledger to keep them here on purpose"
+            )
+        return self.default_state_dir()
+
+    def check_writable(
+        self, result_storage: str | None = None, local_ledger: bool = False, shared: bool = False
+    ) -> None:
         """Refuse, before anything is paid for, an output or state location that cannot be written."""
         if self.local is not None:
             _check_local(self.local, "output folder")
@@ -77,8 +95,7 @@ class Output:
                 raise ConfigurationError(
                     f"cannot write to the output {self.uri}: {_one_line(exc)}"
                 ) from None
-        state = Path(result_storage) if result_storage else self.default_state_dir()
-        _check_local(state, "state folder")
+        _check_local(self.state_dir(result_storage, local_ledger, shared), "state folder")
 
     def location(self, relative: Path) -> str:
         """What to tell the user: the final path or URI of a file written under ``relative``."""

@@ -6,13 +6,17 @@ pydantic, wherever it comes from; a shard derives its parameters with ``model_co
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from invox import check_callback_url
+from invox import ConfigurationError, check_callback_url
 
 from .callbacks import CompletionMode, check_completion
+from .ledger import ENV as LEDGER_ENV
+from .ledger import has_password, parse_url
 from .shards import parse_shard
 
 __all__ = [
@@ -138,9 +142,57 @@ class Scale(_Group):
 class StateStorage(_Group):
     """Where the never-pay-twice records live, and how long results are remembered."""
 
+    # A refused value is never echoed: a ledger URL typed with its password must not reach logs.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
     result_storage: str | None = Field(
-        None, description="Folder for the never-pay-twice records; empty: <out>/.state."
+        None, description="Local folder for the never-pay-twice records; empty: <out>/.state."
+    )
+    local_ledger: bool = Field(
+        False, description="With a remote out: keep the records on this machine on purpose."
+    )
+    ledger_url: str | None = Field(
+        None,
+        description=(
+            "A PostgreSQL every run shares (postgresql://user@host:port/db), without a password: "
+            f"a URL with one goes in {LEDGER_ENV} or the Secret block invox-ledger-url."
+        ),
     )
     cache_expiration_days: Positive | None = Field(
         None, description="Forget completed results after this many days."
     )
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        """Parameters are shown in the UI: a password there would be on every screen."""
+        if not url or not url.strip():
+            return None
+        if has_password(url):
+            raise ValueError(
+                "must not carry a password (the UI shows parameters): set "
+                f"{LEDGER_ENV} in the worker's environment or save the URL as the Prefect "
+                "Secret block invox-ledger-url"
+            )
+        try:
+            parse_url(url, "ledger_url")
+        except ConfigurationError as exc:
+            raise ValueError(exc.message.removeprefix("ledger_url: ")) from None
+        return url.strip()
+
+    @field_validator("result_storage")
+    @classmethod
+    def _a_local_folder(cls, folder: str | None) -> str | None:
+        """The records are files on a local or mounted disk: a URI would become a folder
+        literally named ``s3:`` and the next machine would pay again."""
+        if not folder:
+            return None
+        scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", folder)
+        if scheme is None:
+            return folder
+        if scheme.group(1).lower() == "file":
+            return unquote(urlsplit(folder).path)
+        raise ValueError(
+            f"must be a local folder, not a {scheme.group(1)}:// URI (the never-pay-twice "
+            "records live on a local or mounted disk)"
+        )

@@ -30,6 +30,7 @@ from invox import (
     InvoxError,
     InvoxSettings,
     NotFoundError,
+    PollTimeoutError,
     PollTimer,
     ResponseLostError,
     UploadURLRejectedError,
@@ -37,18 +38,20 @@ from invox import (
 
 from .budget import BudgetPlan, plan_units
 from .callbacks import Completion
-from .errors import FATAL_ERROR_TYPES, ErrorType
+from .errors import FATAL_ERROR_TYPES, ErrorType, LedgerUnavailable
 from .failpoints import failpoint
-from .ledger import Generation, Ledger, confirm_landed, upload_key
+from .ledger import Generation, Ledger, Owner, confirm_landed, upload_key
 from .parameters import Polling, Retrying, Spend
 from .progress import ProgressTracker
 from .records import Outcome, ResultRecord, Segment, UploadRecord, now_iso
 from .slots import Slots
+from .stopping import STOP_GRACE_S, Stop, Stopped, until_stopped
 
 __all__ = [
     "AcrossRuns",
     "CallCounter",
     "Executor",
+    "Retried",
     "Run",
     "Unit",
     "Work",
@@ -79,6 +82,15 @@ class Unit:
 Work = tuple[Unit, Generation]
 # A slot held per file in a cap across runs and shards (a Prefect global concurrency limit).
 AcrossRuns = Callable[[], AbstractAsyncContextManager[object]]
+
+
+@dataclass(frozen=True)
+class Retried:
+    """One step retried for one audio and why, so its task run can say so (no message text)."""
+
+    identity: str
+    step: str
+    error_type: str
 
 
 class Executor(Protocol):
@@ -131,6 +143,7 @@ async def with_retries(
     log: Log,
     what: str,
     jitter: float = 0.5,
+    on_retry: Callable[[InvoxError], None] | None = None,
 ) -> T:
     """Run ``step(attempt)`` again after errors the client marked retryable, honouring Retry-After."""
     attempt = 0
@@ -145,6 +158,8 @@ async def with_retries(
             delay = delays[min(attempt, len(delays) - 1)] if delays else 0.0
             delay *= random.uniform(1 - jitter, 1 + jitter)
             attempt += 1
+            if on_retry is not None:
+                on_retry(exc)
             log.warning(
                 "%s failed (%s); retry %d of %d in %.1f s",
                 what,
@@ -176,12 +191,14 @@ class Run:
         progress: ProgressTracker | None = None,
         calls: CallCounter | None = None,
         across_runs: AcrossRuns | None = None,
+        stopping: Stop | None = None,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.spend, self.polling, self.retrying = spend, polling, retrying
         self.log = log
         self.flow_run_id = flow_run_id
+        self.owner = Owner(flow_run_id)
         self.slots = Slots(concurrency)
         self.completion = completion
         self.callback_url = callback_url
@@ -190,6 +207,8 @@ class Run:
         self.calls = calls or CallCounter(client.settings.token_path)
         self.across_runs = across_runs
         self.stop: InvoxError | None = None
+        self.stopping = stopping or Stop()  # a signal's: no new file starts, uploads finish
+        self.retried: Counter[Retried] = Counter()
         self.delays = retry_delays(retrying.retries, retrying.retry_base_delay_s)
         self.timer = PollTimer(prior_ratio=polling.first_poll_ratio)
         self._landed: dict[str, float] = {}  # request id -> when its upload was accepted
@@ -198,25 +217,47 @@ class Run:
         """The slot a file also holds in a cap shared by every run, when there is one."""
         return self.across_runs() if self.across_runs else nullcontext()
 
-    async def retrying_step(self, step: Callable[[int], Awaitable[T]], what: str) -> T:
-        """One per-file step with the run's retry schedule."""
+    async def retrying_step(self, step: Callable[[int], Awaitable[T]], unit: Unit, name: str) -> T:
+        """One per-file step with the run's retry schedule, each retry counted for the file."""
+
+        def count(exc: InvoxError) -> None:
+            self.retried[Retried(unit.identity, name, exc.error_type)] += 1
+
         return await with_retries(
-            step, retries=self.retrying.retries, delays=self.delays, log=self.log, what=what
+            step,
+            retries=self.retrying.retries,
+            delays=self.delays,
+            log=self.log,
+            what=f"{name} of {unit.label}",
+            on_retry=count,
         )
 
     async def submit(self, unit: Unit, generation: int) -> UploadRecord:
-        """Presign and upload; the accepted upload is on record before anything else happens."""
+        """Claim the attempt, then presign and upload; the accepted upload is on record before
+        anything else happens. Another run's claim is waited for, and its upload adopted."""
 
+        def waiting(holder: str) -> None:
+            self.log.info("%s is being uploaded by %s; waiting for it", unit.label, holder)
+
+        async with self.ledger.claim(unit.identity, generation, self.owner, waiting) as paid:
+            if paid is not None:
+                self.log.info(
+                    "%s was uploaded by another run as request %s", unit.label, paid.request_id
+                )
+                return paid
+            with self.stopping.step():  # a signal lets this upload finish and be recorded
+                return await self._claimed_submit(unit, generation)
+
+    async def _claimed_submit(self, unit: Unit, generation: int) -> UploadRecord:
         async def presign(_: int) -> tuple[str, str]:
             slot = await self.client.generate_presigned_url(unit.mime_type, self.callback_url)
             failpoint("presign")
             return slot.presigned_url, slot.request_id
 
-        slot = await self.retrying_step(presign, f"presign of {unit.label}")
+        slot = await self.retrying_step(presign, unit, "presign")
         key = upload_key(unit.identity, generation)
         record = await self.retrying_step(
-            lambda attempt: self._send(unit, key, slot, fresh_url=attempt > 0),
-            f"upload of {unit.label}",
+            lambda attempt: self._send(unit, key, slot, fresh_url=attempt > 0), unit, "upload"
         )
         landed = time.monotonic()
         await self.ledger.save_upload(unit.identity, generation, record)
@@ -256,17 +297,21 @@ class Run:
 
     async def _put(self, unit: Unit, key: str, url: str, request_id: str) -> None:
         """One PUT, announced first; a lost answer is settled by asking the API, not by a re-upload."""
-        self.ledger.record_intent(key, request_id)
+        await self.ledger.record_intent(key, request_id)
         try:
             await self.client.upload(url, unit.path, unit.mime_type)
         except ResponseLostError:
             grace = self.client.settings.upload_confirm_s
             if not await confirm_landed(self.client, request_id, grace):
-                self.ledger.forget_intent(key, request_id)  # not received: the retry uploads anew
+                await self.ledger.forget_intent(
+                    key, request_id
+                )  # not received: the retry uploads anew
                 raise
             self.log.warning("upload answer lost, but request %s received the audio", request_id)
         except (InvoxError, OSError):
-            self.ledger.forget_intent(key, request_id)  # refused or never sent: nothing to confirm
+            await self.ledger.forget_intent(
+                key, request_id
+            )  # refused or never sent: nothing to confirm
             raise
 
     async def collect(self, unit: Unit, upload: UploadRecord, generation: int) -> ResultRecord:
@@ -301,7 +346,11 @@ class Run:
                     age_at_start_s=since,
                 )
         failpoint("poll")
-        result = await self.client.wait_for_transcription(request_id, policy, on_poll=learn)
+        try:
+            result = await self.client.wait_for_transcription(request_id, policy, on_poll=learn)
+        except PollTimeoutError:
+            await self.ledger.mark_timeout(unit.identity, generation)
+            raise
         self.log.info("%s ended %s (request %s)", unit.label, result.status, request_id)
         record = ResultRecord(
             request_id=request_id,
@@ -321,6 +370,7 @@ async def _submit_and_poll(run: Run, unit: Unit, place: Generation) -> Outcome:
     except NotFoundError:
         if place.upload is None:
             raise
+    run.retried[Retried(unit.identity, "resubmit", ErrorType.NOT_FOUND)] += 1
     run.log.warning(
         "request %s of %s is unknown to the API (expired or lost); submitting the audio again",
         place.upload.request_id,
@@ -362,6 +412,9 @@ def _from_ledger(place: Generation, max_resubmits: int) -> Outcome:
 
 def _unexpected(run: Run, unit: Unit, exc: Exception) -> Outcome:
     """A failed row for an error the client did not classify (a file vanished, a bug)."""
+    if isinstance(exc, LedgerUnavailable):
+        run.log.error("%s: %s", unit.label, exc)
+        return Outcome.failed(ErrorType.LEDGER_UNAVAILABLE, str(exc))
     run.log.error("%s failed unexpectedly: %s", unit.label, type(exc).__name__, exc_info=exc)
     if isinstance(exc, OSError):
         return Outcome.failed(
@@ -376,22 +429,25 @@ def _unexpected(run: Run, unit: Unit, exc: Exception) -> Outcome:
 
 
 async def settle_unit(run: Run, unit: Unit, place: Generation) -> Outcome:
-    """The final outcome of one identity in this run, from the API (one of the run's slots held)."""
-    async with run.slots.slot(unit.identity), run.held_across_runs():
-        run.progress.begin()
-        if run.stop is not None:
-            outcome = Outcome.failed(
-                ErrorType(run.stop.error_type), f"not attempted: {run.stop.message}"
-            )
-        else:
-            try:
-                outcome = await _submit_and_poll(run, unit, place)
-            except InvoxError as exc:
-                if exc.error_type in FATAL_ERROR_TYPES:
-                    run.stop = run.stop or exc
-                outcome = Outcome.from_error(exc, upload=None, attempts=place.number)
-            except Exception as exc:  # one file's surprise must not sink the other files' results
-                outcome = _unexpected(run, unit, exc)
+    """The final outcome of one identity in this run, from the API (one of the run's slots held,
+    and one of the cap across runs when there is one)."""
+    async with run.slots.slot(unit.identity):
+        await run.stopping.admit()
+        async with run.held_across_runs():
+            run.progress.begin()
+            if run.stop is not None:
+                outcome = Outcome.failed(
+                    ErrorType(run.stop.error_type), f"not attempted: {run.stop.message}"
+                )
+            else:
+                try:
+                    outcome = await _submit_and_poll(run, unit, place)
+                except InvoxError as exc:
+                    if exc.error_type in FATAL_ERROR_TYPES:
+                        run.stop = run.stop or exc
+                    outcome = Outcome.from_error(exc, upload=None, attempts=place.number)
+                except Exception as exc:  # one file's surprise must not sink the others' results
+                    outcome = _unexpected(run, unit, exc)
     run.progress.finish(outcome.status, unit.duration_s, began=True)
     return outcome
 
@@ -419,13 +475,27 @@ async def settle_all(
     work = [(units[i], places[i]) for i in units if i not in outcomes]
     run.slots.rank([unit.identity for unit, _ in work])
     if work:
+        settling = _settle_work(run, work, executor, authenticate)
         try:
-            await authenticate()
-        except InvoxError as exc:  # refused or unreachable: every file says so, no task is sent
-            run.stop = exc
-        if run.stop is None:
-            settled = await executor(run, work)
-        else:
-            settled = [await settle_unit(run, unit, place) for unit, place in work]
+            settled = await until_stopped(settling, run.stopping, STOP_GRACE_S)
+        except Stopped as stopped:  # what was accepted is on record: a rerun goes on from there
+            done = run.progress.snapshot().done
+            raise Stopped(stopped.reason, done, len(units)) from None
         outcomes.update((unit.identity, o) for (unit, _), o in zip(work, settled, strict=True))
     return {i: outcomes[i] for i in units}
+
+
+async def _settle_work(
+    run: Run,
+    work: Sequence[Work],
+    executor: Executor,
+    authenticate: Callable[[], Awaitable[None]],
+) -> list[Outcome]:
+    """The outcomes of the files that need the API, after one check of the credential."""
+    try:
+        await authenticate()
+    except InvoxError as exc:  # refused or unreachable: every file says so, no task is sent
+        run.stop = exc
+    if run.stop is None:
+        return await executor(run, work)
+    return [await settle_unit(run, unit, place) for unit, place in work]

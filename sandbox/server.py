@@ -125,12 +125,14 @@ class ThreadedServer:
                 raise TimeoutError(f"server did not start within {self._startup_timeout_s:g}s")
             time.sleep(_POLL_S)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Ask uvicorn to exit (lifespan shutdown runs), then join; force if it lingers."""
+    def stop(self, timeout_s: float = 10.0, *, now: bool = False) -> None:
+        """Ask uvicorn to exit (lifespan shutdown runs), then join; force if it lingers, or at
+        once with ``now`` (requests in flight are not waited for)."""
         server, thread = self._server, self._thread
         if server is None or thread is None:
             return
         server.should_exit = True
+        server.force_exit = now
         thread.join(timeout_s)
         if thread.is_alive():
             server.force_exit = True

@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from prefect import Task, get_run_logger, task
@@ -26,7 +25,7 @@ from prefect.utilities.annotations import quote
 from invox import APIUnreachableError, InvoxClient, InvoxError, InvoxSettings
 from invox_batch.budget import BudgetPlan
 from invox_batch.errors import ErrorType
-from invox_batch.ledger import Generation, Ledger
+from invox_batch.ledger import Generation, Ledger, LedgerTarget
 from invox_batch.parameters import Polling, Retrying, Spend
 from invox_batch.records import Outcome
 from invox_batch.settling import (
@@ -39,7 +38,9 @@ from invox_batch.settling import (
     settle_unit,
 )
 
-__all__ = ["OnDask", "OnLoop", "authenticate", "batch_label", "batches"]
+from .outcomes import group_state, outcomes_of, unwrap
+
+__all__ = ["FEW_FILES", "OnDask", "OnLoop", "authenticate", "batch_label", "batches"]
 
 T = TypeVar("T")
 FEW_FILES = 100  # up to this many files, one task run each: cheap, and easiest to follow
@@ -108,9 +109,11 @@ def batch_label(group: Sequence[Unit]) -> str:
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-async def settle_files(label: str, run: Run, work: list[Work]) -> list[Outcome]:
-    """Settle a group of files as one task run, on the flow's loop, client and slots."""
-    return list(await asyncio.gather(*(settle_unit(run, u, p) for u, p in work)))
+async def settle_files(label: str, run: Run, work: list[Work]) -> State[list[Outcome]]:
+    """Settle a group of files as one task run, on the flow's loop, client and slots; it ends
+    Failed naming its failed files (see ``tasks.outcomes``)."""
+    outcomes = list(await asyncio.gather(*(settle_unit(run, u, p) for u, p in work)))
+    return group_state([u for u, _ in work], outcomes, run.retried)
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,11 @@ class OnLoop:
         async def open_group(group: list[Unit]) -> list[Outcome]:
             try:
                 items = [(u, places[u.identity]) for u in group]
-                return await settle_files(batch_label(group), _as_is(run), _as_is(items))
+                called = settle_files(
+                    batch_label(group), _as_is(run), _as_is(items), return_state=True
+                )
+                state = await cast(Awaitable[State[Any]], called)
+                return cast(list[Outcome], await outcomes_of(state))
             finally:
                 slots.forget(u.identity for u in group)
 
@@ -157,7 +164,7 @@ class _DaskJob:
     """What a Dask task needs to rebuild the run on a worker (no client, no loop objects)."""
 
     settings: InvoxSettings
-    ledger_root: Path
+    ledger: LedgerTarget  # its URL a SecretStr: a password never shows
     cache_expiration: dt.timedelta | None
     spend: Spend
     polling: Polling
@@ -171,12 +178,14 @@ TaskResult = tuple[Outcome, dict[str, int], InvoxError | None]
 
 
 @task(name="settle", persist_result=False, cache_policy=NO_CACHE)
-async def settle(job: _DaskJob, unit: Unit, place: Generation) -> TaskResult:
-    """Settle one identity with its own client: its outcome, the calls made, a fatal stop."""
-    async with counted_client(job.settings) as (client, counter):
+async def settle(job: _DaskJob, unit: Unit, place: Generation) -> State[TaskResult]:
+    """Settle one identity with its own client: its outcome, the calls made, a fatal stop (the
+    task run Failed when the file failed)."""
+    ledger = Ledger(job.ledger, job.cache_expiration)
+    async with ledger, counted_client(job.settings) as (client, counter):
         run = Run(
             client,
-            Ledger(job.ledger_root, job.cache_expiration),
+            ledger,
             spend=job.spend,
             polling=job.polling,
             retrying=job.retrying,
@@ -189,7 +198,7 @@ async def settle(job: _DaskJob, unit: Unit, place: Generation) -> TaskResult:
             else None,
         )
         outcome = await settle_unit(run, unit, place)
-    return outcome, counter.as_dict(), run.stop
+    return group_state([unit], [outcome], run.retried, data=(outcome, counter.as_dict(), run.stop))
 
 
 @dataclass(frozen=True)
@@ -211,7 +220,7 @@ class OnDask:
     async def __call__(self, run: Run, work: Sequence[Work]) -> list[Outcome]:
         job = _DaskJob(
             self.settings,
-            run.ledger.root,
+            run.ledger.target,
             run.ledger.cache_expiration,
             run.spend,
             run.polling,
@@ -238,8 +247,8 @@ class OnDask:
 async def _collect(future: Any) -> TaskResult:
     """The task's result, or a failed outcome when the task itself failed (worker lost, bug)."""
     try:
-        result: TaskResult = await asyncio.to_thread(future.result)
+        result = unwrap(await asyncio.to_thread(future.result, raise_on_failure=False))
     except Exception as exc:
         message = f"the Dask task settling this file failed ({type(exc).__name__}); rerun it"
         return Outcome.failed(ErrorType.INTERNAL_ERROR, message), {}, None
-    return result
+    return cast(TaskResult, result)

@@ -24,6 +24,7 @@ from sandbox.server import SandboxServer  # noqa: E402
 from sandbox.settings import SandboxSettings  # noqa: E402
 
 from .helpers import CallbackReceiver, SandboxControl, clear_env  # noqa: E402
+from .postgres import PostgresServer, PostgresUnavailable  # noqa: E402
 
 SAMPLES = ROOT / "data" / "sample"
 
@@ -111,3 +112,17 @@ def umask_022() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (Debian's, run as the postgres user), stopped at the end."""
+    try:
+        server = PostgresServer()
+        server.__enter__()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL for the shared-ledger tests: {exc}")
+    try:
+        yield server
+    finally:
+        server.__exit__(None, None, None)

@@ -151,3 +151,82 @@ def retry_flow_run(flow_run_id: str) -> Any:
         )
 
     return asyncio.run(retry())
+
+
+async def invox_events(flow_run_id: str, timeout_s: float = 30.0) -> list[Any]:
+    """The run's ``invox-batch.*`` events, read back from the API once its ``run.finished``
+    event arrived (events are persisted in batches; polled with a deadline)."""
+    import datetime as dt
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import (
+        EventFilter,
+        EventNameFilter,
+        EventOccurredFilter,
+        EventResourceFilter,
+    )
+    from prefect.events.schemas.events import ResourceSpecification
+
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    labels = ResourceSpecification({"flow_run_id": flow_run_id})
+    deadline = time.monotonic() + timeout_s
+    async with get_client() as client:
+        while True:
+            only = EventFilter(  # built anew each time: its window ends when it is built
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(prefix=["invox-batch."]),
+                resource=EventResourceFilter(labels=labels),
+            )
+            page = await client.read_events(only, limit=50)
+            events = list(page.events)
+            if any(e.event == "invox-batch.run.finished" for e in events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no invox-batch.run.finished event for {flow_run_id}")
+            await asyncio.sleep(0.25)
+
+
+ARTIFACT_KINDS = ("failed-files", "progress", "files", "summary")
+
+
+def by_kind(artifacts: list[Any]) -> dict[str, Any]:
+    """A run's artifacts by the kind their key ends with (every one must have a key)."""
+    found: dict[str, Any] = {}
+    for artifact in artifacts:
+        assert artifact.key, f"an artifact without a key: {artifact.description}"
+        kind = next(k for k in ARTIFACT_KINDS if artifact.key.endswith(f"-{k}"))
+        found[kind] = artifact
+    return found
+
+
+def recorded_uploads(state_dir: Path, generation: int | None = None) -> int:
+    """Accepted uploads in a state folder's SQLite ledger (0 before it exists)."""
+    query = "SELECT count(*) FROM invox_attempts WHERE request_id IS NOT NULL"
+    if generation is not None:
+        query += f" AND generation = {int(generation)}"
+    return _count(state_dir, query)
+
+
+def recorded_results(state_dir: Path) -> int:
+    """Terminal results in a state folder's SQLite ledger."""
+    return _count(state_dir, "SELECT count(*) FROM invox_attempts WHERE result IS NOT NULL")
+
+
+def recorded_intents(state_dir: Path) -> int:
+    """Upload intents (request ids announced before their PUT) in the SQLite ledger."""
+    return _count(state_dir, "SELECT count(*) FROM invox_upload_intents")
+
+
+def _count(state_dir: Path, query: str) -> int:
+    """One count from the ledger, read-only; 0 before it or its schema exists."""
+    import sqlite3
+
+    path = state_dir / "ledger.sqlite3"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute(query).fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is being created
+        return 0

@@ -1,6 +1,6 @@
 """The ``invox-batch`` command: the top floor, and the only place that starts the embedded sandbox.
 
-Commands: ``run`` (the flow over a manifest), ``transcribe`` (a quick client check), ``sandbox``
+Commands: ``run`` (the flow over a manifest), ``sandbox``
 (the offline double), ``callbacks`` (the receiver), ``validate`` and ``report``.
 """
 

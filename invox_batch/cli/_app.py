@@ -71,8 +71,19 @@ def client_settings() -> InvoxSettings:
 
 
 def quiet_task_logs() -> None:
-    """Per-task INFO lines are noise on a terminal; the flow's own summary lines stay."""
-    logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
+    """Per-task INFO lines are noise on a terminal; the flow's own summary lines stay. A task run
+    Failed by its files' outcome is not repeated either: the summary names every failed file."""
+    task_runs = logging.getLogger("prefect.task_runs")
+    task_runs.setLevel(logging.WARNING)
+    if not any(isinstance(f, _FilesOutcome) for f in task_runs.filters):
+        task_runs.addFilter(_FilesOutcome())
+
+
+class _FilesOutcome(logging.Filter):
+    """Drops Prefect's lines about a task run that failed because its files did."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return " files failed: " not in record.getMessage()
 
 
 def main() -> None:

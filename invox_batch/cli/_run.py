@@ -1,32 +1,31 @@
-"""``run`` (the flow over a manifest) and ``transcribe`` (a quick end-to-end check of the client)."""
+"""``run``: the flow over a manifest."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import math
 import os
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import Annotated, Any, cast
 
 import typer
 from pydantic import ValidationError
 
 from invox import (
-    InvoxClient,
     InvoxError,
     InvoxSettings,
-    PollPolicy,
-    Transcription,
     check_callback_url,
 )
 
 from ..callbacks import callback_options
 from ..files import PRIVATE_FILES_ENV, private_files
-from ..manifest import FORMATS, ManifestError, read_manifest
+from ..manifest import ManifestError, read_manifest
 from ..output import Output
 from ..parameters import Callbacks, Captions, Polling, Scale, Spend, StateStorage
+from ..stopping import stop_scope
 from ._app import (
     EXIT_FAILED_ROWS,
     EXIT_OK,
@@ -39,80 +38,7 @@ from ._app import (
 )
 from ._sandbox import resolve_api, sandbox_settings
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["run", "transcribe"]
-
-
-def _expand(inputs: list[Path]) -> list[Path]:
-    """Audio paths from the arguments; a manifest argument contributes its audio files."""
-    files: list[Path] = []
-    for item in inputs:
-        if item.suffix.lower() not in FORMATS:
-            files.append(item)
-            continue
-        try:
-            files.extend(Path(row.location) for row in read_manifest(str(item)).rows)
-        except ManifestError as exc:
-            raise fail_usage(str(exc)) from None
-    return files
-
-
-async def _transcribe_all(
-    settings: InvoxSettings, files: list[Path], concurrency: int, timeout_s: float
-) -> list[tuple[Path, Transcription | InvoxError]]:
-    """Run the whole presign → upload → poll sequence for each file, a few at a time."""
-    gate = asyncio.Semaphore(concurrency)
-    policy = PollPolicy(timeout_s=timeout_s, first_delay_s=0.5, max_delay_s=5.0)
-    async with InvoxClient(settings) as client:
-        await client.authenticate()
-
-        async def one(path: Path) -> tuple[Path, Transcription | InvoxError]:
-            async with gate:
-                try:
-                    return path, await client.transcribe_file(path, policy=policy)
-                except InvoxError as exc:
-                    return path, exc
-
-        return await asyncio.gather(*(one(p) for p in files))
-
-
-def _report(path: Path, outcome: Transcription | InvoxError) -> bool:
-    """Print one file's outcome; True when it completed."""
-    if isinstance(outcome, InvoxError):
-        typer.echo(f"{path.name}: failed [{outcome.error_type}] {outcome.message}")
-        return False
-    if outcome.status == "ERROR":
-        typer.echo(f"{path.name}: failed [provider_error] {outcome.error_message or ''}")
-        return False
-    typer.echo(f"{path.name} ({outcome.request_id}): {outcome.text}")
-    return True
-
-
-@app.command()
-def transcribe(
-    inputs: Annotated[
-        list[Path], typer.Argument(help="Audio files, or manifests (.csv, .jsonl, .parquet).")
-    ],
-    concurrency: Annotated[int, typer.Option(min=1, help="Files in flight at once.")] = 4,
-    timeout: Annotated[float, typer.Option(min=1, help="Seconds to wait per result.")] = 300.0,
-) -> None:
-    """Transcribe files through the client and print each transcript (a quick end-to-end check)."""
-    files = _expand(inputs)
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise fail_usage(f"not a readable file: {', '.join(missing)}")
-    settings = client_settings()
-    sandbox = None if settings.base_url else sandbox_settings()
-    try:
-        with resolve_api(settings, say, sandbox) as resolved:
-            outcomes = asyncio.run(_transcribe_all(resolved, files, concurrency, timeout))
-    except InvoxError as exc:
-        raise fail_usage(exc.message) from None
-    completed = [_report(path, outcome) for path, outcome in outcomes]
-    say(f"{sum(completed)} of {len(completed)} files transcribed")
-    raise typer.Exit(EXIT_OK if all(completed) else EXIT_FAILED_ROWS)
+__all__ = ["run"]
 
 
 def _credentials_checked(settings: InvoxSettings) -> InvoxSettings:
@@ -241,15 +167,31 @@ def run(
         float | None, typer.Option(help="Cap on new audio submitted, in hours.")
     ] = None,
     srt: Annotated[bool, typer.Option(help="Write <out>/captions/<file_id>.srt.")] = False,
+    local_ledger: Annotated[
+        bool, typer.Option(help="Remote --out: keep the never-pay-twice records on this machine.")
+    ] = False,
     shared_files: Annotated[
         bool, typer.Option(help="New files follow the umask instead of owner-only.")
     ] = False,
+    ledger_url: Annotated[
+        str | None,
+        typer.Option(
+            help="PostgreSQL ledger every run shares [INVOX_LEDGER_URL; else <state>/ledger.sqlite3].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the transcribe-batch flow over a manifest and write the Parquet dataset."""
-    from flows.transcribe_batch import transcribe_batch
+    """Run the transcribe-batch flow over a manifest and write the Parquet dataset.
 
+    Exits 0 when every row completed, 1 when a row failed, 2 on a usage or configuration
+    problem (one line, nothing paid). Ctrl-C or SIGTERM stops the run within 10 s: no new
+    file starts, uploads in flight are recorded, nothing is written, exit 130 (SIGINT) or
+    143 (SIGTERM); rerun the same command to resume, paying nothing twice. A second signal
+    exits at once.
+    """
     from ..progress import progress_display
     from ._prefect import prefect_api
+    from ._signals import Interrupted, SignalStop
 
     _file_permissions(shared_files)
     # Everything checkable is checked before anything starts or is paid for: flags, settings,
@@ -269,7 +211,7 @@ def run(
             "polling": Polling(poll_timeout_s=poll_timeout),
             "captions": Captions(vtt=vtt, srt=srt),
             "scale": Scale(max_concurrency=concurrency),
-            "state": StateStorage(result_storage=result_storage),
+            "state": StateStorage(result_storage=result_storage, local_ledger=local_ledger),
         }
     except ValidationError as exc:
         raise fail_usage(_flag_problems(exc)) from None
@@ -300,29 +242,41 @@ def run(
             settings, completion, callback_grace, callback_store, callback_listen, callback_url
         )
         groups["callbacks"] = Callbacks(callback_url=callback_url, **hybrid)
-        output.check_writable(result_storage)
+        shared = _ledger_checked(ledger_url, output, groups["state"])
+        output.check_writable(groups["state"].result_storage, local_ledger, shared)
     except InvoxError as exc:
         raise fail_usage(exc.message) from None
     except ValidationError as exc:
         raise fail_usage(_flag_problems(exc)) from None
     quiet_task_logs()
-    try:
-        with resolve_api(settings, say, sandbox) as resolved, prefect_api(), progress_display():
-            _export_api(resolved)
-            state: Any = asyncio.run(
-                cast(
-                    Coroutine[Any, Any, Any],
-                    transcribe_batch(
-                        manifest=manifest,
-                        out=out,
-                        api_version=api_version,
-                        return_state=True,
-                        **groups,
-                    ),
-                )
-            )
-    except InvoxError as exc:
-        raise fail_usage(exc.message) from None
+
+    def flow() -> Coroutine[Any, Any, Any]:
+        from flows.transcribe_batch import transcribe_batch  # imported already: at once
+
+        return cast(
+            Coroutine[Any, Any, Any],
+            transcribe_batch(
+                manifest=manifest, out=out, api_version=api_version, return_state=True, **groups
+            ),
+        )
+
+    with stop_scope() as stop, SignalStop(stop, say) as signals:
+        try:
+            with prefect_api() as prefect_ready, resolve_api(settings, say, sandbox) as resolved:
+                _export_api(resolved)
+                import flows.transcribe_batch  # noqa: F401 (imported while Prefect's server starts)
+
+                prefect_ready()
+                with progress_display():
+                    state: Any = signals.run_flow(flow)
+        except InvoxError as exc:
+            raise fail_usage(exc.message) from None
+        except (Interrupted, asyncio.CancelledError):  # stopped before the flow, or cut
+            signals.say_resume()
+            raise typer.Exit(signals.status) from None
+        if signals.signum is not None and not (state.is_completed() or state.is_failed()):
+            signals.say_resume(state.message if state.is_cancelled() else None)
+            raise typer.Exit(signals.status)
     summary = _read_summary(out, state)
     if summary is None:
         say(f"error: the run did not finish: {state.message}")
@@ -350,6 +304,28 @@ def _flag_problems(exc: ValidationError) -> str:
         for error in exc.errors()
         for name in [str(error["loc"][-1]) if error["loc"] else "value"]
     )
+
+
+def _ledger_checked(flag: str | None, output: Output, state: StateStorage) -> bool:
+    """Open a named ledger (its schema made, old JSON records imported) before anything is
+    paid: a bad URL is one line, its password masked. True when a URL names the ledger."""
+    from ..ledger import ENV, Ledger
+
+    source = "--ledger-url" if flag else ENV
+    url = (flag or os.environ.get(ENV, "")).strip() or None
+    if url is None and os.environ.get("PREFECT_API_URL"):
+        from flows.credentials import ledger_url
+
+        found, source = asyncio.run(ledger_url(None))
+        url = found.get_secret_value() if found else None
+    if url is None:
+        return False  # the SQLite default: a file the flow creates in the state folder
+    os.environ[ENV] = url  # the flow reads it there: a URL is never a flow parameter
+    state_dir = output.state_dir(state.result_storage, state.local_ledger, shared=True)
+    days = state.cache_expiration_days
+    expiration = dt.timedelta(days=days) if days else None
+    asyncio.run(Ledger.open(state_dir, expiration, url, source).check())
+    return True
 
 
 def _file_permissions(shared: bool) -> None:

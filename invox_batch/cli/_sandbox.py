@@ -1,5 +1,5 @@
 """The offline double, from the top floor only: ``invox-batch sandbox``, and the embedded sandbox
-``run`` and ``transcribe`` start when ``INVOX_BASE_URL`` is not set."""
+``run`` starts when ``INVOX_BASE_URL`` is not set."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic_settings import SettingsError
 
 from invox import ConfigurationError, InvoxSettings
 
+from ..stopping import current_stop
 from ._app import app, fail_usage, problems
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ def resolve_api(
     from sandbox.settings import SandboxSettings
 
     sandbox_settings = sandbox or SandboxSettings()
-    with SandboxServer(sandbox_settings) as server:
+    server = SandboxServer(sandbox_settings).start()
+    try:
         say(
             f"INVOX_BASE_URL is not set: using the embedded sandbox at {server.base_url} "
             f"({sandbox_settings.processing} processing; no audio leaves this machine)"
@@ -67,6 +69,8 @@ def resolve_api(
                 "api_key": SecretStr(sandbox_settings.api_key),
             }
         )
+    finally:  # after a signal, an upload still in flight is not waited for: the run is over
+        server.stop(now=current_stop().requested)
 
 
 def _fault_overrides(**flags: Any) -> dict[str, Any]:

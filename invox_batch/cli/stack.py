@@ -16,8 +16,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 
 from sandbox.server import port_free
 from tasks.limits import API_LIMIT
@@ -27,6 +29,7 @@ __all__ = [
     "ROOT",
     "Stack",
     "free_port",
+    "local_config",
     "main",
     "stop_pids",
 ]
@@ -35,7 +38,16 @@ ROOT = Path(__file__).resolve().parents[2]
 POOL = "invox-batch"
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
 API_LIMIT_SLOTS = 16  # files in flight across every run; `prefect gcl update invox-api --limit N`
+SAMPLE_MANIFEST = ROOT / "data" / "sample" / "manifest.csv"
 BIN = Path(sys.executable).parent
+
+
+def local_config(prefect_yaml: Path) -> dict[str, Any]:
+    """The shipped deployments with this checkout as every run's working folder: the shared
+    checkout form of the pull step, for a stack whose workers run on this machine."""
+    config: dict[str, Any] = yaml.safe_load(prefect_yaml.read_text())
+    config["pull"] = [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+    return config
 
 
 def free_port() -> int:
@@ -76,13 +88,13 @@ class Stack:
         env.update(extra)
         return env
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> int:
+    def spawn(self, name: str, args: list[str], env: dict[str, str], cwd: Path = ROOT) -> int:
         """Start one long-running process in its own session, logging to ``<logs>/<name>.log``."""
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 args,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -137,13 +149,28 @@ class Stack:
             raise RuntimeError(f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
-    def deploy(self) -> None:
-        """The ``process`` pool (if missing) and every deployment of deployments/prefect.yaml."""
+    def deploy(self, invox_env: dict[str, str]) -> None:
+        """The ``process`` pool (if missing), the Variables the deployments read, and every
+        deployment of deployments/prefect.yaml, run from this checkout (see ``local_config``)."""
         try:
             self.prefect("work-pool", "inspect", POOL)
         except RuntimeError:
             self.prefect("work-pool", "create", POOL, "--type", "process")
-        self.prefect("deploy", "--all", "--prefect-file", str(PREFECT_YAML))
+        self.set_variable("invox_base_url", invox_env["INVOX_BASE_URL"])
+        self.set_variable("invox_app_id", invox_env["INVOX_APP_ID"])
+        self.set_variable("invox_batch_manifest", str(SAMPLE_MANIFEST), overwrite=False)
+        self.set_variable("invox_batch_out", str(ROOT / "out" / "nightly"), overwrite=False)
+        local = self.home / "prefect.local.yaml"
+        local.write_text(yaml.safe_dump(local_config(PREFECT_YAML), sort_keys=False))
+        self.prefect("deploy", "--all", "--prefect-file", str(local))
+
+    def set_variable(self, name: str, value: str, overwrite: bool = True) -> None:
+        """A Prefect Variable on this server (kept as it is when it exists and not ``overwrite``)."""
+        made = httpx.post(f"{self.api_url}/variables/", json={"name": name, "value": value})
+        if made.status_code == 409 and overwrite:
+            httpx.patch(f"{self.api_url}/variables/name/{name}", json={"value": value})
+        elif made.status_code != 409:
+            made.raise_for_status()
 
     def api_limit(self, slots: int = API_LIMIT_SLOTS) -> None:
         """The ``invox-api`` global concurrency limit (if missing): files in flight across runs."""
@@ -264,7 +291,7 @@ def _serve() -> int:
         seconds = stack.start_server()
         stack.wait_for_sandbox(sandbox_port)
         stack.save_pids()
-        stack.deploy()
+        stack.deploy(_sandbox_env(sandbox_port))
         stack.api_limit()
         stack.start_worker("worker-1", _sandbox_env(sandbox_port))
         stack.save_pids()

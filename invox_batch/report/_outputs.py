@@ -44,11 +44,12 @@ async def build_run_report(
 
 
 def report_section(report: RunReportFiles | None, location: str | None) -> str:
-    """The report's markdown and a link to its HTML page, for the run's summary artifact."""
+    """The report's figures in markdown and where its HTML page is, as text: the Prefect UI
+    cannot open a ``file://`` link, and a bucket's page needs its own credentials anyway."""
     if report is None or location is None:
         return ""
-    link = location if "://" in location else Path(location).resolve().as_uri()  # clickable
-    return f"{report.markdown}\n[HTML report with plots]({link})\n"
+    where = location if "://" in location else str(Path(location).resolve())
+    return f"{report.markdown}\nHTML report with plots: `{where}`\n"
 
 
 def print_report(out: str, run_id: str | None, html: Path | None) -> None:

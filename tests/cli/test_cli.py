@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from sandbox.server import SandboxServer
 
@@ -25,53 +26,36 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_transcribe_starts_an_embedded_sandbox_when_no_base_url_is_set() -> None:
-    done = run_cli(
-        "transcribe", str(SAMPLES / "visit-001.wav"), env={"INVOX_SANDBOX_PROCESSING": "instant"}
-    )
-    assert done.returncode == 0, done.stderr
-    assert "embedded sandbox at http://127.0.0.1:" in done.stderr
-    assert done.stdout.startswith("visit-001.wav (")
-    assert "1 of 1 files transcribed" in done.stderr
-
-
-def test_transcribe_talks_to_the_configured_server(
-    sandbox_server: SandboxServer, sandbox: SandboxControl
-) -> None:
-    env = {
-        "INVOX_BASE_URL": sandbox_server.base_url,
-        "INVOX_APP_ID": sandbox_server.settings.app_id,
-        "INVOX_API_KEY": sandbox_server.settings.api_key,
-    }
-    done = run_cli("transcribe", str(SAMPLES / "manifest.csv"), env=env)
-    assert done.returncode == 0, done.stderr
-    assert "embedded" not in done.stderr
-    assert sandbox.requests("upload") == len(done.stdout.splitlines()) >= 6
+def test_the_transcribe_command_is_gone_run_does_its_work(tmp_path: Path) -> None:
+    done = run_cli("transcribe", str(SAMPLES / "visit-001.wav"))
+    assert done.returncode == 2 and "No such command 'transcribe'" in done.stderr
 
 
 def test_bad_credentials_exit_2_after_one_token_call(
-    sandbox_server: SandboxServer, sandbox: SandboxControl
+    sandbox_server: SandboxServer, sandbox: SandboxControl, tmp_path: Path
 ) -> None:
     env = {
         "INVOX_BASE_URL": sandbox_server.base_url,
         "INVOX_APP_ID": "sandbox-app",
         "INVOX_API_KEY": "sentinel-bad-key",
     }
-    done = run_cli("transcribe", str(SAMPLES / "visit-001.wav"), env=env)
-    assert done.returncode == 2
+    done = run_cli("run", str(SAMPLES / "manifest.csv"), "--out", str(tmp_path / "o"), env=env)
+    assert done.returncode == 2, done.stderr
     assert "INVOX_API_KEY" in done.stderr and "sentinel-bad-key" not in done.stderr + done.stdout
     assert sandbox.requests("token") == 1 and sandbox.requests("presign") == 0
+    assert "Traceback" not in done.stderr
 
 
-def test_base_url_that_is_not_a_url_exits_2_with_a_clear_message() -> None:
-    done = run_cli("transcribe", str(SAMPLES / "visit-001.wav"), env={"INVOX_BASE_URL": "nonsense"})
+def test_base_url_that_is_not_a_url_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    env = {"INVOX_BASE_URL": "nonsense", "INVOX_APP_ID": "a", "INVOX_API_KEY": "k"}
+    done = run_cli("run", str(SAMPLES / "manifest.csv"), "--out", str(tmp_path / "o"), env=env)
     assert done.returncode == 2 and "INVOX_BASE_URL" in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_missing_file_exits_2() -> None:
-    done = run_cli("transcribe", "no/such/file.wav")
-    assert done.returncode == 2 and "no/such/file.wav" in done.stderr
+def test_missing_manifest_exits_2(tmp_path: Path) -> None:
+    done = run_cli("run", "no/such/manifest.csv", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "no/such/manifest.csv" in done.stderr
 
 
 def test_prefect_analytics_are_off_in_the_cli_unless_the_user_set_them() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ROOT, SAMPLES
+from ..flow_helpers import recorded_uploads
 from ..helpers import wait_until
 
 SERVER_APP = "prefect.server.api.server:create_app"
@@ -67,7 +68,7 @@ def test_kill_9_of_the_cli_leaves_no_prefect_server_behind(
         servers = wait_until(
             lambda: [p for p in _children(cli.pid) if SERVER_APP in _cmdline(p)], timeout_s=120
         )
-        wait_until(lambda: list((tmp_path / "out" / ".state").rglob("upload-*")), timeout_s=120)
+        wait_until(lambda: recorded_uploads(tmp_path / "out" / ".state"), timeout_s=120)
     finally:
         os.kill(cli.pid, signal.SIGKILL)
         cli.wait()

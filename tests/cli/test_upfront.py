@@ -100,6 +100,26 @@ def test_an_unwritable_state_location_exits_2_before_any_call(
     assert no_calls(sandbox) and not out.exists()
 
 
+@pytest.mark.usefixtures("invox_env")
+def test_a_remote_result_storage_is_refused_and_never_becomes_a_local_folder(
+    sandbox: SandboxControl, manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = ["run", str(manifest), "--out", str(tmp_path / "out")]
+    line = one_error_line(runner.invoke(app, [*args, "--result-storage", "s3://bucket/state"]))
+    assert line.startswith("error: --result-storage: ") and "not a s3:// URI" in line
+    assert no_calls(sandbox) and not (tmp_path / "s3:").exists()
+
+
+@pytest.mark.usefixtures("invox_env")
+def test_a_remote_out_without_a_named_ledger_exits_2_before_any_call(
+    sandbox: SandboxControl, manifest: Path
+) -> None:
+    line = one_error_line(runner.invoke(app, ["run", str(manifest), "--out", "memory://b/o"]))
+    assert "--result-storage PATH" in line and "--local-ledger" in line
+    assert no_calls(sandbox)
+
+
 def test_an_empty_out_is_refused(manifest: Path) -> None:
     for empty in ("", "  "):
         assert "--out is empty" in one_error_line(

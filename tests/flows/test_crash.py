@@ -14,7 +14,13 @@ from invox_batch.dataset import read_files
 from sandbox.server import SandboxServer
 
 from ..conftest import ROOT
-from ..flow_helpers import audio_set, files_of_run, run_flow, write_csv_manifest
+from ..flow_helpers import (
+    audio_set,
+    files_of_run,
+    recorded_uploads,
+    run_flow,
+    write_csv_manifest,
+)
 from ..helpers import SandboxControl, wait_until
 
 
@@ -44,11 +50,8 @@ def test_kill_after_upload_then_rerun_polls_the_same_request_ids(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    records = out / ".state" / "results"
     try:
-        wait_until(
-            lambda: len(list(records.glob("upload-*-g0"))) == 3, timeout_s=90, interval_s=0.05
-        )
+        wait_until(lambda: recorded_uploads(out / ".state", 0) == 3, timeout_s=90, interval_s=0.05)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its ephemeral Prefect server
         proc.wait(timeout=30)

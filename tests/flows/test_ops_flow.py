@@ -15,7 +15,14 @@ from invox_batch.dataset import read_files
 from invox_batch.ledger import Generation
 from invox_batch.settling import Unit
 
-from ..flow_helpers import audio_set, files_of_run, retry_flow_run, run_flow, write_csv_manifest
+from ..flow_helpers import (
+    audio_set,
+    by_kind,
+    files_of_run,
+    retry_flow_run,
+    run_flow,
+    write_csv_manifest,
+)
 from ..helpers import SandboxControl
 
 HALF_SECOND_H = 0.5 / 3600  # audio_set makes 0.5 s recordings
@@ -84,10 +91,11 @@ def test_captions_quality_and_the_run_report_artifact(
             flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.flow_run_id]))
             return await client.read_artifacts(artifact_filter=flt)
 
-    found = {a.type: a for a in asyncio.run(artifacts())}
-    markdown = str(found["markdown"].data)
+    found = by_kind(asyncio.run(artifacts()))
+    assert set(found) == {"progress", "files", "failed-files", "summary"}
+    markdown = str(found["summary"].data)
     assert f"# invox-batch report: run `{run.flow_run_id}`" in markdown
-    assert f"[HTML report with plots]({(out / 'reports').resolve().as_uri()}/" in markdown
+    assert f"HTML report with plots: `{(out / 'reports').resolve()}/" in markdown
     assert "3/3 files (100%): 3 completed, 0 failed, 0 in flight" in str(
         found["progress"].description
     )

@@ -18,7 +18,7 @@ from invox_batch.dataset import read_files, read_segments
 from sandbox.server import SandboxServer
 from sandbox.settings import SandboxSettings
 
-from ..flow_helpers import audio_set, run_flow, write_csv_manifest
+from ..flow_helpers import audio_set, invox_events, run_flow, write_csv_manifest
 from ..helpers import SandboxControl, clear_env
 
 API_KEY = "KEY-SENTINEL-7f3a9c"
@@ -85,7 +85,9 @@ def _prefect_record(flow_run_id: str) -> dict[str, Any]:
             artifacts = await client.read_artifacts(flow_run_filter=runs)
             flow_run = await client.read_flow_run(flow_run_id)
             tasks = await client.read_task_runs(flow_run_filter=runs)
+        events = await invox_events(flow_run_id)
         return {
+            "events": [e.model_dump_json() for e in events],
             "logs": [log.message for log in logs],
             "artifacts": [json.dumps(a.data, default=str) + str(a.description) for a in artifacts],
             "parameters": json.dumps(flow_run.parameters, default=str),
@@ -122,12 +124,15 @@ def test_no_key_token_or_transcript_leaks_from_a_whole_batch(
     assert {s["text"] for s in read_segments(out).to_pylist()} == {TEXT}
     prefect = _prefect_record(run.flow_run_id)
     assert prefect["logs"] and prefect["artifacts"] and prefect["states"]
+    failed = [e for e in prefect["events"] if "invox-batch.file.failed" in e]
+    assert len(failed) == 1 and "invox-batch.file.gone" in failed[0]  # the missing file
     places: dict[str, list[str]] = {
         "captured logs": every_log_line.lines,
         "Prefect logs": prefect["logs"],
         "Prefect artifacts": prefect["artifacts"],
         "flow run parameters": [prefect["parameters"]],
         "task states": prefect["states"],
+        "Prefect events": prefect["events"],
         "error columns": [f"{r['error_type']} {r['error_message']}" for r in files],
         "run summary": [p.read_text() for p in (out / "runs").glob("*.json")],
     }

@@ -7,9 +7,11 @@ from pathlib import Path
 import fsspec
 import pyarrow.dataset as ds
 import pytest
+from pydantic import ValidationError
 
 from invox import ConfigurationError
 from invox_batch.output import Output
+from invox_batch.parameters import StateStorage
 
 from ..flow_helpers import audio_set, files_of_run, run_flow, write_csv_manifest
 from ..helpers import SandboxControl
@@ -90,3 +92,25 @@ def test_a_remote_write_failure_is_one_line(
         "cannot write to the output memory://check-bucket/refused"
     )
     assert "\n" not in caught.value.message
+
+
+def test_a_remote_out_names_where_its_records_live_or_is_refused(tmp_path: Path) -> None:
+    output = Output.parse("memory://bucket/out")
+    with pytest.raises(ConfigurationError, match=r"--result-storage PATH .* or --local-ledger"):
+        output.state_dir()
+    assert output.state_dir(local_ledger=True) == output.default_state_dir()
+    assert output.state_dir(str(tmp_path / "s")) == tmp_path / "s"
+    assert Output.parse(str(tmp_path)).state_dir() == tmp_path / ".state"
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/state", "gs://b/s", "memory://x/y", "S3://b/s"])
+def test_result_storage_that_is_a_uri_is_refused(uri: str) -> None:
+    with pytest.raises(ValidationError, match=r"must be a local folder, not a \w+:// URI"):
+        StateStorage(result_storage=uri)
+
+
+def test_result_storage_as_a_file_uri_is_its_path(tmp_path: Path) -> None:
+    assert StateStorage(result_storage=(tmp_path / "a b").as_uri()).result_storage == str(
+        tmp_path / "a b"
+    )
+    assert StateStorage(result_storage="").result_storage is None

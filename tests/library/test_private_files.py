@@ -37,7 +37,7 @@ def test_outputs_and_state_are_owner_only_by_default(
     manifest = write_csv_manifest(tmp_path / "m.csv", audio_set(tmp_path, 2))
     out = tmp_path / "out"
     run_flow(sandbox, manifest, out, vtt=True)
-    assert {"files", "segments", "runs", "captions", ".state/results"} <= _kinds(out)
+    assert {"files", "segments", "runs", "captions", ".state/ledger.sqlite3"} <= _kinds(out)
     assert _modes(out) == ({0o600}, {0o700})
 
 
@@ -50,7 +50,7 @@ def test_shared_files_follow_the_umask(
     out = tmp_path / "out"
     done = CliRunner().invoke(app, ["run", str(manifest), "--out", str(out), "--shared-files"])
     assert done.exit_code == 0, done.output
-    assert ".state/results" in _kinds(out)
+    assert ".state/ledger.sqlite3" in _kinds(out)
     assert _modes(out) == ({0o644}, {0o755})
 
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from invox import InvoxClient, InvoxSettings
-from invox_batch.ledger import Ledger, audio_identity, result_key, upload_key
+from invox_batch.ledger import Generation, Ledger, audio_identity, result_key, upload_key
 from invox_batch.parameters import Polling, Retrying, Spend
 from invox_batch.records import UploadRecord
 from invox_batch.settling import Run, Unit
@@ -27,7 +27,7 @@ def test_a_refused_upload_url_gets_one_fresh_presign(
             tampered = slot.presigned_url[:-4] + "0000"  # the signature no longer matches
             run = Run(
                 client,
-                Ledger.open(tmp_path / "ledger"),
+                Ledger.open(tmp_path),
                 spend=Spend(),
                 polling=Polling(),
                 retrying=Retrying(),
@@ -57,14 +57,14 @@ def test_identity_depends_on_content_environment_and_version() -> None:
 def test_ledger_reads_records_prefect_wrote_and_treats_expired_ones_as_missing(
     tmp_path: Path,
 ) -> None:
-    """Folders written by earlier versions (Prefect's result records) read as they are."""
+    """Folders written by earlier versions (Prefect's result records) are imported on first open."""
     import datetime as dt
 
     from prefect.filesystems import LocalFileSystem
     from prefect.results import ResultStore
     from prefect.serializers import JSONSerializer
 
-    storage = LocalFileSystem(basepath=str(tmp_path))
+    storage = LocalFileSystem(basepath=str(tmp_path / "results"))
     writer = ResultStore(result_storage=storage, serializer=JSONSerializer())
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     upload = {"request_id": "r1", "uploaded_at": "2026-01-01T00:00:00+00:00", "flow_run_id": None}
@@ -73,10 +73,16 @@ def test_ledger_reads_records_prefect_wrote_and_treats_expired_ones_as_missing(
         writer.write(upload, key=upload_key(identity, 0))
     writer.write({**result, "vtt": None, "error_message": None}, key=result_key("done", 0))
     writer.write(result, key=result_key("expired", 0), expiration=past)
-    (tmp_path / result_key("broken", 0)).write_bytes(b"{not json")
-    ledger = Ledger(tmp_path)
-    places = asyncio.run(ledger.locate_all(["done", "expired", "broken", "absent"], 2, False, None))
+    (tmp_path / "results" / result_key("broken", 0)).write_bytes(b"{not json")
+
+    async def locate() -> dict[str, Generation]:
+        async with Ledger.open(tmp_path) as ledger:
+            return await ledger.locate_all(["done", "expired", "broken", "absent"], 2, False, None)
+
+    places = asyncio.run(locate())
     assert [p.action for p in places.values()] == ["done", "poll", "poll", "submit"]
     done = places["done"]
     assert done.upload is not None and done.upload.request_id == "r1"
     assert done.result is not None and done.result.segments[0].text == "hi"
+    assert not (tmp_path / "results").exists()  # imported, then removed: they held transcripts
+    assert asyncio.run(locate()) == places  # from the database alone now

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from invox_batch.cli import app
 from invox_batch.dataset import read_files
 
-from ..flow_helpers import audio_set, write_csv_manifest
+from ..flow_helpers import audio_set, recorded_uploads, write_csv_manifest
 from ..helpers import clear_env
 
 
@@ -68,5 +68,4 @@ def test_api_down_for_the_whole_run_fails_every_row_quickly_with_one_message(
     assert {(r["status"], r["error_type"]) for r in rows} == {("failed", "api_unreachable")}
     flow_run_id = rows[0]["flow_run_id"]
     assert _authenticate_attempts(flow_run_id) <= 2  # one retry, not six with backoff
-    state = out / ".state" / "results"
-    assert not list(state.glob("upload-*")) and not list(out.rglob(".*.tmp-*"))
+    assert recorded_uploads(out / ".state") == 0 and not list(out.rglob(".*.tmp-*"))

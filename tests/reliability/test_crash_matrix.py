@@ -42,6 +42,7 @@ class Matrix:
     killed: int = 0
     points: dict[str, int] = field(default_factory=dict)
     hidden_temps: int = 0
+    ledger_url: str | None = None  # None: the default SQLite ledger in the state folder
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,10 @@ def _iteration(
     manifest = write_csv_manifest(matrix.root / "manifest.csv", matrix.rows)
     out = matrix.root / "out"
     point, nth = _plan(seed)
-    base = {"INVOX_UPLOAD_CONFIRM_S": "5"}
+    base = {
+        "INVOX_UPLOAD_CONFIRM_S": "5",
+        **({"INVOX_LEDGER_URL": matrix.ledger_url} if matrix.ledger_url else {}),
+    }
     crash_env = subprocess_env(
         server, prefect_api_url, prefect_home, **base, **{ENV: f"{point}:{nth}"}
     )

@@ -35,7 +35,7 @@ def prefect_stack(
     try:
         TIMINGS["server_start_s"] = stack.start_server()
         started = time.monotonic()
-        stack.deploy()
+        stack.deploy(invox_env)
         # Nightly runs (parents included) go to worker-main; shards to worker-a and worker-b only,
         # so a parent or an earlier test's run never holds a slot the shards need. worker-main has
         # no --limit: runs are retried right after they fail, which crashes a 3.8.8 worker with
