@@ -63,11 +63,18 @@ def run_flow(
 
 
 def run_bare(
-    probe: SandboxProbe, label: str, manifest: Path, concurrency: int, files: int
+    probe: SandboxProbe,
+    label: str,
+    manifest: Path,
+    concurrency: int,
+    files: int,
+    poll_every_s: float | None = None,
 ) -> dict[str, Any]:
     """The bare asyncio loop in a fresh worker; adds the API calls it made."""
     before = probe.requests()
     args = ["bare", "--manifest", str(manifest), "--concurrency", str(concurrency)]
+    if poll_every_s:
+        args += ["--poll-every", str(poll_every_s)]
     result = run_worker(args, worker_env(probe.base_url))
     result["calls"] = calls_since(before, probe.requests())
     print_run(label, files, result["wall_s"], result["calls"])

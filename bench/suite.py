@@ -22,6 +22,7 @@ from bench import (
     targets_polling,
     targets_scale,
     targets_tables,
+    targets_tail,
     targets_upload,
 )
 from bench.context import Context, Wanted
@@ -33,6 +34,7 @@ GROUPS: tuple[ModuleType, ...] = (
     targets_polling,
     targets_upload,
     targets_adaptive,
+    targets_tail,
     targets_ledger,
     targets_tables,
 )

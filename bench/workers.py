@@ -1,6 +1,6 @@
 """Benchmark contenders, each run in a fresh interpreter so its wall time and peak RSS are its own.
 
-    python -m bench.workers bare --manifest M --concurrency 16
+    python -m bench.workers bare --manifest M --concurrency 16 [--poll-every 0.5]
     python -m bench.workers flow --manifest M --out O --concurrency 16 --params '{"polling": {...}}'
     python -m bench.workers upload --file F
 
@@ -20,8 +20,11 @@ from typing import Any
 from bench.harness import current_rss_mb, peak_rss_mb, proc_status
 
 
-async def bare_loop(manifest: str, concurrency: int) -> dict[str, Any]:
-    """The same local checks and API calls as the flow, with nothing around them."""
+async def bare_loop(
+    manifest: str, concurrency: int, poll_every_s: float | None = None
+) -> dict[str, Any]:
+    """The same local checks and API calls as the flow, with nothing around them; polling
+    every ``poll_every_s`` when given, else first at half the audio's duration, then often."""
     from invox import InvoxClient, InvoxSettings, PollPolicy
     from invox_batch.audio import inspect_audio
     from invox_batch.manifest import read_manifest
@@ -41,6 +44,16 @@ async def bare_loop(manifest: str, concurrency: int) -> dict[str, Any]:
                 await client.upload(slot.presigned_url, check.local_path, check.mime_type)
                 first = min(max((check.duration_s or 2.0) * 0.5, 0.05), 0.2)
                 policy = PollPolicy(timeout_s=600, first_delay_s=first, max_delay_s=0.2)
+                if poll_every_s:
+                    every = poll_every_s
+                    policy = PollPolicy(
+                        timeout_s=600,
+                        first_delay_s=every,
+                        max_delay_s=every,
+                        multiplier=1.0,
+                        jitter=0.0,
+                        age_share=None,
+                    )
                 return (await client.wait_for_transcription(slot.request_id, policy)).status
 
         statuses = await asyncio.gather(*(one(c) for c in checks))
@@ -103,11 +116,12 @@ def main() -> None:
     parser.add_argument("--manifest")
     parser.add_argument("--out")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--poll-every", type=float, help="bare: poll every this many seconds")
     parser.add_argument("--params", default="{}", help="flow parameter groups as JSON")
     parser.add_argument("--file")
     args = parser.parse_args()
     if args.kind == "bare":
-        result = asyncio.run(bare_loop(args.manifest, args.concurrency))
+        result = asyncio.run(bare_loop(args.manifest, args.concurrency, args.poll_every))
     elif args.kind == "flow":
         params = json.loads(args.params)
         result = asyncio.run(flow_run(args.manifest, args.out, args.concurrency, params))

@@ -43,6 +43,7 @@ from invox_batch.settling import Run, Unit, counted_client, settle_all
 from invox_batch.shards import take_shard
 from invox_batch.stopping import Stopped, current_stop
 from invox_batch.tables import Merged, Tables, split_run
+from tasks.limits import api_limit
 from tasks.outcomes import ledger_groups, show_cached
 from tasks.settle import FEW_FILES, OnDask, OnLoop, authenticate, batch_label
 
@@ -203,6 +204,7 @@ async def _settle(
                     callback_url=callback_url,
                     progress=tracker,
                     calls=calls,
+                    across_runs=await api_limit(),
                     stopping=current_stop(),
                 )
                 executor = (

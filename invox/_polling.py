@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from ._exceptions import InvoxError, PollTimeoutError
 from ._models import Transcription
 
-__all__ = ["PollPolicy", "backoff_delay", "poll_until_terminal"]
+__all__ = ["PollPolicy", "backoff_delay", "next_poll_delay", "poll_until_terminal"]
+
+MIN_DELAY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,12 @@ class PollPolicy:
     multiplier: float = 2.0
     jitter: float = 0.1
     next_delay_s: float | None = None  # delay after the first poll; None: first times multiplier
+    # Each later wait is at most this share of the job's age (but may reach ``age_floor_s``), so
+    # a job longer than ``age_floor_s / age_share`` gets its result at most that share late
+    # (0.25: 25 %); None lets the backoff alone decide.
+    age_share: float | None = None
+    age_floor_s: float = 0.0  # about the job's expected processing time: no cap below it
+    age_at_start_s: float = 0.0  # how long the job had been processing when polling began
 
 
 def backoff_delay(
@@ -36,8 +44,25 @@ def backoff_delay(
         base = policy.next_delay_s * policy.multiplier ** (attempt - 1)
     else:
         base = policy.first_delay_s * policy.multiplier**attempt
-    base = min(max(base, 0.05 if attempt else 0.0), policy.max_delay_s)
+    base = min(max(base, MIN_DELAY_S if attempt else 0.0), policy.max_delay_s)
     return base * (1 + policy.jitter * (2 * rand() - 1))
+
+
+def next_poll_delay(
+    policy: PollPolicy, attempt: int, age_s: float, rand: Callable[[], float] = random.random
+) -> float:
+    """The backoff delay after poll ``attempt``, at most ``age_share`` of the job's age ``age_s``
+    or ``age_floor_s``, whichever is longer.
+
+    A job still pending at age ``a`` ends after ``a``, so polling again by ``a * (1 + share)``
+    delivers its result at most ``share`` late; the floor keeps young jobs on the plain backoff
+    (their misses are the first poll's business), so the promise holds for jobs longer than
+    ``age_floor_s / share``: the slow ones.
+    """
+    delay = backoff_delay(policy, attempt, rand)
+    if policy.age_share is None or attempt == 0:
+        return delay
+    return min(delay, max(policy.age_share * age_s, policy.age_floor_s, MIN_DELAY_S))
 
 
 def _timeout(request_id: str, last_status: str | None, policy: PollPolicy) -> PollTimeoutError:
@@ -64,7 +89,8 @@ async def poll_until_terminal(
 
     ``on_poll(attempt, status_or_error_type)`` runs after each poll (attempt 1 is the first).
     """
-    deadline = clock() + policy.timeout_s
+    began = clock()
+    deadline = began + policy.timeout_s
     last_status: str | None = None
     wait = backoff_delay(policy, 0)
     attempt = 0
@@ -74,6 +100,7 @@ async def poll_until_terminal(
             raise _timeout(request_id, last_status, policy)
         await sleep(max(0.0, min(wait, remaining)))
         attempt += 1
+        polled_at = clock()
         try:
             result = await fetch()
         except InvoxError as exc:
@@ -88,7 +115,8 @@ async def poll_until_terminal(
             return result
         last_status = result.status
         hint = min(result.retry_after_s or 0.0, policy.max_delay_s)
-        wait = max(backoff_delay(policy, attempt), hint)
+        age_s = policy.age_at_start_s + polled_at - began
+        wait = max(next_poll_delay(policy, attempt, age_s), hint)
 
 
 def _notify(on_poll: Callable[[int, str], None] | None, attempt: int, status: str) -> None:

@@ -14,6 +14,7 @@ _EXPLORE = 0.4  # how much earlier than the estimate the very first jobs poll
 _EXPLORE_UNTIL = 16  # observations after which no job polls early on purpose
 _STREAK = 4  # hits in a row after which downward steps grow (the estimate is likely too high)
 _JITTER = 0.02
+LATE_SHARE = 0.25  # a slow job's result comes at most this share of its processing time late
 
 
 class PollTimer:
@@ -48,7 +49,9 @@ class PollTimer:
     def policy(
         self, duration_s: float | None, *, timeout_s: float, max_delay_s: float
     ) -> PollPolicy:
-        """First poll when the job is likely done; after a miss, poll again soon, then back off."""
+        """First poll when the job is likely done; after a miss, poll again soon, then back off,
+        never waiting more than a quarter of the job's age once it is past its expected time
+        (see ``PollPolicy.age_share``): a job 4x slower than expected is at most 25 % late."""
         audio_s = duration_s or UNKNOWN_DURATION_S
         expected = audio_s * self._ratio
         first = self._clamp(expected * (1 - self._exploring()), max_delay_s)
@@ -59,6 +62,8 @@ class PollTimer:
             max_delay_s=max_delay_s,
             jitter=_JITTER,
             next_delay_s=self._clamp(retry, max_delay_s),
+            age_share=LATE_SHARE,
+            age_floor_s=expected,
         )
 
     def observe(
@@ -79,6 +84,21 @@ class PollTimer:
         tested = self._ratio if first_delay_s is None else first_delay_s / duration_s
         eta = self._eta()
         self.observations += 1
+        self._learn(tested, first_poll_terminal, eta)
+
+    def observe_retry(self, duration_s: float | None, terminal: bool, policy: PollPolicy) -> None:
+        """Learn from the second poll of a job this timer's ``policy`` polled first while
+        exploring, earlier than the estimate then: that miss taught nothing, and a prior set too
+        low would otherwise cost every early job a string of polls. Not counted again."""
+        if not duration_s or duration_s <= 0 or policy.next_delay_s is None:
+            return
+        if policy.first_delay_s >= policy.age_floor_s * (1 - 1e-9):  # polled at the estimate
+            return
+        tested = (policy.first_delay_s + policy.next_delay_s) / duration_s
+        self._learn(tested, terminal, self._eta())
+
+    def _learn(self, tested: float, first_poll_terminal: bool, eta: float) -> None:
+        """Move the estimate on a hit at or before it, or a miss at or after it."""
         if first_poll_terminal and tested <= self._ratio * (1 + 1e-9):
             self._streak += 1
             boost = max(1.0, self._streak / _STREAK)

@@ -3,7 +3,8 @@
 A *unit* is one unique audio identity: what is paid for, however many rows share it. The run
 first locates every unit in the ledger, plans the audio-hours budget, settles what is already
 paid for straight from the records, checks the credential once, and hands the rest to an
-executor: the flow's own event loop (grouped task runs) or a Dask cluster (one task per file).
+executor: the flow's own event loop (task runs labelling groups of files that share the run's
+slots, handed out in manifest order) or a Dask cluster (one task per file).
 Whatever the executor, each file goes through :func:`settle_unit`, and what is already paid for
 is never paid again.
 """
@@ -17,7 +18,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -43,9 +44,11 @@ from .ledger import Generation, Ledger, Owner, confirm_landed, upload_key
 from .parameters import Polling, Retrying, Spend
 from .progress import ProgressTracker
 from .records import Outcome, ResultRecord, Segment, UploadRecord, now_iso
+from .slots import Slots
 from .stopping import STOP_GRACE_S, Stop, Stopped, until_stopped
 
 __all__ = [
+    "AcrossRuns",
     "CallCounter",
     "Executor",
     "Retried",
@@ -81,6 +84,8 @@ class Unit:
 
 
 Work = tuple[Unit, Generation]
+# A slot held per file in a cap across runs and shards (a Prefect global concurrency limit).
+AcrossRuns = Callable[[], AbstractAsyncContextManager[object]]
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,7 @@ class Run:
         budget: BudgetPlan | None = None,
         progress: ProgressTracker | None = None,
         calls: CallCounter | None = None,
+        across_runs: AcrossRuns | None = None,
         stopping: Stop | None = None,
     ) -> None:
         self.client = client
@@ -197,18 +203,23 @@ class Run:
         self.log = log
         self.flow_run_id = flow_run_id
         self.owner = Owner(flow_run_id)
-        self.gate = asyncio.Semaphore(concurrency)
+        self.slots = Slots(concurrency)
         self.completion = completion
         self.callback_url = callback_url
         self.budget = budget or BudgetPlan(spend.max_audio_hours)
         self.progress = progress or ProgressTracker(0)
         self.calls = calls or CallCounter(client.settings.token_path)
+        self.across_runs = across_runs
         self.stop: InvoxError | None = None
         self.stopping = stopping or Stop()  # a signal's: no new file starts, uploads finish
         self.retried: Counter[Retried] = Counter()
         self.delays = retry_delays(retrying.retries, retrying.retry_base_delay_s)
         self.timer = PollTimer(prior_ratio=polling.first_poll_ratio)
         self._landed: dict[str, float] = {}  # request id -> when its upload was accepted
+
+    def held_across_runs(self) -> AbstractAsyncContextManager[object]:
+        """The slot a file also holds in a cap shared by every run, when there is one."""
+        return self.across_runs() if self.across_runs else nullcontext()
 
     async def retrying_step(self, step: Callable[[int], Awaitable[T]], unit: Unit, name: str) -> T:
         """One per-file step with the run's retry schedule, each retry counted for the file."""
@@ -323,15 +334,20 @@ class Run:
         if policy is scheduled:  # polled on the timer's schedule: learn from it
 
             def learn(attempt: int, status: str) -> None:
-                """Teach the timer whether this job was already done at its first poll."""
+                """Teach the timer whether this job was done at its first poll (or second)."""
+                done = status in TERMINAL_STATUSES
                 if attempt == 1:
-                    done = status in TERMINAL_STATUSES
-                    self.timer.observe(unit.duration_s, done, first_delay_s=scheduled.first_delay_s)
+                    first = scheduled.first_delay_s
+                    self.timer.observe(unit.duration_s, done, first_delay_s=first)
+                elif attempt == 2:
+                    self.timer.observe_retry(unit.duration_s, done, scheduled)
 
             if landed is not None:  # processing began when the audio landed
                 since = time.monotonic() - landed
                 policy = dataclasses.replace(
-                    policy, first_delay_s=max(0.0, policy.first_delay_s - since)
+                    policy,
+                    first_delay_s=max(0.0, policy.first_delay_s - since),
+                    age_at_start_s=since,
                 )
         failpoint("poll")
         try:
@@ -417,23 +433,25 @@ def _unexpected(run: Run, unit: Unit, exc: Exception) -> Outcome:
 
 
 async def settle_unit(run: Run, unit: Unit, place: Generation) -> Outcome:
-    """The final outcome of one identity in this run, from the API (a slot of the gate held)."""
-    async with run.gate:
+    """The final outcome of one identity in this run, from the API (one of the run's slots held,
+    and one of the cap across runs when there is one)."""
+    async with run.slots.slot(unit.identity):
         await run.stopping.admit()
-        run.progress.begin()
-        if run.stop is not None:
-            outcome = Outcome.failed(
-                ErrorType(run.stop.error_type), f"not attempted: {run.stop.message}"
-            )
-        else:
-            try:
-                outcome = await _submit_and_poll(run, unit, place)
-            except InvoxError as exc:
-                if exc.error_type in FATAL_ERROR_TYPES:
-                    run.stop = run.stop or exc
-                outcome = Outcome.from_error(exc, upload=None, attempts=place.number)
-            except Exception as exc:  # one file's surprise must not sink the other files' results
-                outcome = _unexpected(run, unit, exc)
+        async with run.held_across_runs():
+            run.progress.begin()
+            if run.stop is not None:
+                outcome = Outcome.failed(
+                    ErrorType(run.stop.error_type), f"not attempted: {run.stop.message}"
+                )
+            else:
+                try:
+                    outcome = await _submit_and_poll(run, unit, place)
+                except InvoxError as exc:
+                    if exc.error_type in FATAL_ERROR_TYPES:
+                        run.stop = run.stop or exc
+                    outcome = Outcome.from_error(exc, upload=None, attempts=place.number)
+                except Exception as exc:  # one file's surprise must not sink the others' results
+                    outcome = _unexpected(run, unit, exc)
     run.progress.finish(outcome.status, unit.duration_s, began=True)
     return outcome
 
@@ -463,6 +481,7 @@ async def settle_all(
             continue
         run.progress.finish(outcomes[identity].status, unit.duration_s, began=False)
     work = [(units[i], places[i]) for i in units if i not in outcomes]
+    run.slots.rank([unit.identity for unit, _ in work])
     if work:
         settling = _settle_work(run, work, executor, authenticate)
         try:

@@ -41,6 +41,7 @@ __all__ = [
     "Transcriber",
     "TranscriptionFailed",
     "UploadStore",
+    "in_heavy_tail",
 ]
 
 logger = logging.getLogger(__name__)
@@ -357,6 +358,14 @@ class Transcriber(Protocol):
 Notifier = Callable[[Job], Awaitable[None]]
 
 
+def in_heavy_tail(sha256: str, share: float, seed: int | None) -> bool:
+    """Whether audio with this digest is among the slow ``share`` of jobs, for this seed."""
+    if not share:
+        return False
+    key = hashlib.sha256(f"{seed}:{sha256}".encode()).digest()
+    return int.from_bytes(key[:8], "big") / 2**64 < share
+
+
 class SandboxBackend:
     """All mutable sandbox state, like a moto backend; routes only translate HTTP to these calls."""
 
@@ -503,12 +512,19 @@ class SandboxBackend:
         """Delay, decide the outcome, delete the audio, then notify the callback URL."""
         path = self.uploads.path_for(job.request_id)
         try:
-            await asyncio.sleep(await self._processing_delay(path))
+            await asyncio.sleep(self._heavy_tail(job) or await self._processing_delay(path))
             await self._decide_outcome(job, path)
         finally:
             self.uploads.delete(job.request_id)
         if self.notifier is not None and self.is_current(job):
             await self.notifier(job)
+
+    def _heavy_tail(self, job: Job) -> float | None:
+        """``heavy_tail_s`` for the share of audio the seed picks, so every run slows the same files."""
+        share, seed = self.faults.heavy_tail_share, self.faults.seed
+        if job.sha256 is None or not in_heavy_tail(job.sha256, share, seed):
+            return None
+        return self.faults.heavy_tail_s
 
     async def _processing_delay(self, path: Path) -> float:
         """``processing_rtf`` x the audio's duration when both are known, else the fixed range."""

@@ -48,6 +48,10 @@ class Faults(BaseModel):
     # Delay = audio duration x a factor drawn from (low, high); unreadable audio falls back to
     # ``processing_delay_s``. Models a provider that processes at 0.2-0.5x real time.
     processing_rtf: tuple[Factor, Factor] | None = None
+    # A heavy tail: this share of jobs, chosen by their audio's sha256 (and the seed), takes
+    # ``heavy_tail_s`` instead, as a real provider's queue sometimes does.
+    heavy_tail_share: Probability = 0.0
+    heavy_tail_s: Seconds = 20.0
     # API requests (token, presign, status; not the storage PUT) handled at once, latency
     # included; one more gets an immediate 429 with ``Retry-After``.
     max_inflight: Annotated[int, Field(ge=1)] | None = None

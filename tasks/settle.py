@@ -1,8 +1,9 @@
 """The Prefect tasks a run settles its files with, and the two executors built on them.
 
-``settle-files`` settles a group of files on the flow's own event loop (one client, one gate):
-Prefect costs milliseconds and kilobytes per task run and its SQLite server stalls on bursts,
-so small files share task runs. With ``task_runner="dask"`` each file is a ``settle`` task on a
+``settle-files`` settles a group of files on the flow's own event loop (one client, the run's
+slots): Prefect costs milliseconds and kilobytes per task run and its SQLite server stalls on
+bursts, so small files share task runs. The group is a label for the UI, not a gate: its files
+take the run's slots in manifest order alongside every other group's. With ``task_runner="dask"`` each file is a ``settle`` task on a
 Dask cluster instead, with its own client and the same ledger. Either way each file goes through
 the library's ``settle_unit``.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from invox_batch.ledger import Generation, Ledger, LedgerTarget
 from invox_batch.parameters import Polling, Retrying, Spend
 from invox_batch.records import Outcome
 from invox_batch.settling import (
+    AcrossRuns,
     Run,
     Unit,
     Work,
@@ -109,7 +110,7 @@ def batch_label(group: Sequence[Unit]) -> str:
     persist_result=False,
 )
 async def settle_files(label: str, run: Run, work: list[Work]) -> State[list[Outcome]]:
-    """Settle a group of files as one task run, on the flow's loop, client and gate; it ends
+    """Settle a group of files as one task run, on the flow's loop, client and slots; it ends
     Failed naming its failed files (see ``tasks.outcomes``)."""
     outcomes = list(await asyncio.gather(*(settle_unit(run, u, p) for u, p in work)))
     return group_state([u for u, _ in work], outcomes, run.retried)
@@ -117,28 +118,39 @@ async def settle_files(label: str, run: Run, work: list[Work]) -> State[list[Out
 
 @dataclass(frozen=True)
 class OnLoop:
-    """Files settled on the flow's event loop, grouped into a few ``settle-files`` task runs."""
+    """Files settled on the flow's event loop; groups of them label ``settle-files`` task runs.
+
+    Groups are not gates: every file takes one of the run's slots in manifest order, whichever
+    group it is in, and a group's task run ends when its last file does.
+    """
 
     files_per_task: int
     concurrency: int
 
     async def __call__(self, run: Run, work: Sequence[Work]) -> list[Outcome]:
         places = {u.identity: p for u, p in work}
-        groups = batches([u for u, _ in work], self.files_per_task)
-        size = max((len(g) for g in groups), default=1)
-        # Enough task runs open to keep the gate full, not hundreds of them idle in the UI.
-        opened = asyncio.Semaphore(max(2, 2 * math.ceil(self.concurrency / size)))
+        slots = run.slots
 
-        async def one(group: list[Unit]) -> list[Outcome]:
-            async with opened:
+        async def open_group(group: list[Unit]) -> list[Outcome]:
+            try:
                 items = [(u, places[u.identity]) for u in group]
                 called = settle_files(
                     batch_label(group), _as_is(run), _as_is(items), return_state=True
                 )
                 state = await cast(Awaitable[State[Any]], called)
                 return cast(list[Outcome], await outcomes_of(state))
+            finally:
+                slots.forget(u.identity for u in group)
 
-        settled = await asyncio.gather(*(one(g) for g in groups))
+        running: list[asyncio.Task[list[Outcome]]] = []
+        groups = batches([u for u, _ in work], self.files_per_task)
+        for group in groups:
+            # Open the next task run once fewer files wait than there are slots: a freed slot
+            # always finds a file waiting, and few task runs sit idle in the UI.
+            await slots.until_fewer_expected(slots.size)
+            slots.expect(u.identity for u in group)
+            running.append(asyncio.create_task(open_group(group)))
+        settled = await asyncio.gather(*running)
         by_identity = {
             u.identity: o
             for g, s in zip(groups, settled, strict=True)
@@ -159,6 +171,7 @@ class _DaskJob:
     retrying: Retrying
     flow_run_id: str | None
     callback_url: str | None
+    across_runs: AcrossRuns | None
 
 
 TaskResult = tuple[Outcome, dict[str, int], InvoxError | None]
@@ -179,6 +192,7 @@ async def settle(job: _DaskJob, unit: Unit, place: Generation) -> State[TaskResu
             log=get_run_logger(),
             flow_run_id=job.flow_run_id,
             callback_url=job.callback_url,
+            across_runs=job.across_runs,
             budget=BudgetPlan.spent(job.spend.max_audio_hours)
             if job.spend.max_audio_hours
             else None,
@@ -213,6 +227,7 @@ class OnDask:
             run.retrying,
             run.flow_run_id,
             run.callback_url,
+            run.across_runs,
         )
         with self._runner() as runner:
             futures = [

@@ -87,6 +87,8 @@ def _fault_overrides(**flags: Any) -> dict[str, Any]:
         faults["latency_s"] = dict.fromkeys(every, flags["latency"])
     if flags["processing_delay"] is not None:
         faults["processing_delay_s"] = flags["processing_delay"]
+    if flags.get("heavy_tail") is not None:
+        faults["heavy_tail_share"], faults["heavy_tail_s"] = flags["heavy_tail"]
     scalar = {
         "processing_rtf": "processing_rtf",
         "max_inflight": "max_inflight",
@@ -124,6 +126,10 @@ def sandbox(
     max_inflight: Annotated[
         int | None, typer.Option(help="API requests served at once; more get 429.")
     ] = None,
+    heavy_tail: Annotated[
+        tuple[float, float] | None,
+        typer.Option(help="SHARE SECONDS: that share of jobs (by audio) takes that long."),
+    ] = None,
     token_ttl: Annotated[float | None, typer.Option(help="Token lifetime, seconds.")] = None,
     url_ttl: Annotated[float | None, typer.Option(help="Upload URL lifetime, seconds.")] = None,
     job_error_rate: Annotated[float | None, typer.Option(help="P(job ends ERROR).")] = None,
@@ -154,6 +160,7 @@ def sandbox(
             processing_delay=processing_delay,
             processing_rtf=processing_rtf,
             max_inflight=max_inflight,
+            heavy_tail=heavy_tail,
             token_ttl=token_ttl,
             url_ttl=url_ttl,
             job_error_rate=job_error_rate,

@@ -22,6 +22,7 @@ import httpx
 import yaml
 
 from sandbox.server import port_free
+from tasks.limits import API_LIMIT
 
 __all__ = [
     "POOL",
@@ -36,6 +37,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 POOL = "invox-batch"
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
+API_LIMIT_SLOTS = 16  # files in flight across every run; `prefect gcl update invox-api --limit N`
 SAMPLE_MANIFEST = ROOT / "data" / "sample" / "manifest.csv"
 BIN = Path(sys.executable).parent
 
@@ -170,6 +172,13 @@ class Stack:
         elif made.status_code != 409:
             made.raise_for_status()
 
+    def api_limit(self, slots: int = API_LIMIT_SLOTS) -> None:
+        """The ``invox-api`` global concurrency limit (if missing): files in flight across runs."""
+        try:
+            self.prefect("global-concurrency-limit", "inspect", API_LIMIT)
+        except RuntimeError:
+            self.prefect("global-concurrency-limit", "create", API_LIMIT, "--limit", str(slots))
+
     def start_worker(
         self,
         name: str,
@@ -283,6 +292,7 @@ def _serve() -> int:
         stack.wait_for_sandbox(sandbox_port)
         stack.save_pids()
         stack.deploy(_sandbox_env(sandbox_port))
+        stack.api_limit()
         stack.start_worker("worker-1", _sandbox_env(sandbox_port))
         stack.save_pids()
     except Exception as exc:
@@ -291,6 +301,7 @@ def _serve() -> int:
         print(f"error: {exc}")
         return 1
     print(f"Prefect server up in {seconds:.1f} s; worker `worker-1` on pool `{POOL}`")
+    print(f"Global concurrency limit `{API_LIMIT}`: {API_LIMIT_SLOTS} files in flight across runs")
     print(f"UI:      {stack.ui_url}")
     print(f"Sandbox: http://127.0.0.1:{sandbox_port} (the worker's INVOX_BASE_URL)")
     print("Trigger a run:")

@@ -255,6 +255,23 @@ def test_misses_raise_the_estimate_and_hits_lower_it() -> None:
     assert timer.observations == 2
 
 
+def test_a_second_poll_teaches_when_an_exploring_first_poll_missed() -> None:
+    timer = PollTimer(prior_ratio=0.5)
+    early = timer.policy(10.0, timeout_s=60, max_delay_s=30)
+    assert early.first_delay_s < early.age_floor_s == 5.0  # exploring: before the estimate
+    timer.observe(10.0, False, first_delay_s=early.first_delay_s)
+    assert timer.ratio == 0.5  # a miss earlier than the estimate says nothing
+    timer.observe_retry(10.0, False, early)
+    assert timer.ratio > 0.5 and timer.observations == 1  # missed at the estimate: too low
+    raised = timer.ratio
+    for _ in range(40):
+        timer.observe(10.0, True, first_delay_s=100.0)  # past exploring; estimate held
+    settled = timer.policy(10.0, timeout_s=60, max_delay_s=30)
+    assert settled.first_delay_s == settled.age_floor_s  # polled at the estimate
+    timer.observe_retry(10.0, False, settled)  # its first poll already taught what it could
+    assert timer.ratio == raised
+
+
 def _simulate(true_ratio: float, jobs: int, window: int, seed: int) -> tuple[float, float, float]:
     """Jobs in a sliding window on a virtual clock; (polls per job, time / ideal, estimate)."""
     rng = random.Random(seed)

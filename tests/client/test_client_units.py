@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -32,7 +33,7 @@ from invox import (
 from invox._auth import parse_token_response
 from invox._exceptions import error_from_response, parse_retry_after
 from invox._models import parse_presigned_upload, parse_transcription
-from invox._polling import backoff_delay, poll_until_terminal
+from invox._polling import backoff_delay, next_poll_delay, poll_until_terminal
 from invox._redact import redact_url
 from invox._signature import sign_callback
 
@@ -270,6 +271,59 @@ def test_poll_honours_retry_after_on_transient_errors() -> None:
     fetch = _fetcher(_statuses(busy, "ERROR"))
     result = asyncio.run(poll_until_terminal(fetch, "r9", policy, clock=clock, sleep=clock.sleep))
     assert result.status == "ERROR" and clock.sleeps == [1, 30]
+
+
+def test_later_waits_are_capped_at_a_share_of_the_jobs_age() -> None:
+    policy = PollPolicy(first_delay_s=1, max_delay_s=30, multiplier=2, jitter=0, age_share=0.25)
+    assert next_poll_delay(policy, 0, age_s=0.0) == 1  # the first poll is the timer's call
+    assert next_poll_delay(policy, 3, age_s=40.0) == 8  # the backoff, when it is shorter
+    assert next_poll_delay(policy, 5, age_s=40.0) == 10  # else a quarter of the age
+    assert next_poll_delay(policy, 5, age_s=0.0) == 0.05  # never a busy loop
+    uncapped = PollPolicy(first_delay_s=1, max_delay_s=30, multiplier=2, jitter=0)
+    assert next_poll_delay(uncapped, 5, age_s=40.0) == 30
+
+
+def test_young_jobs_keep_the_plain_backoff_up_to_the_floor() -> None:
+    policy = PollPolicy(
+        first_delay_s=0.5, max_delay_s=30, jitter=0, next_delay_s=0.05, age_share=0.25
+    )
+    floored = dataclasses.replace(policy, age_floor_s=0.5)
+    assert next_poll_delay(policy, 3, age_s=0.6) == pytest.approx(0.15)  # a quarter of 0.6
+    assert next_poll_delay(floored, 3, age_s=0.6) == pytest.approx(0.2)  # the backoff's own
+    assert next_poll_delay(floored, 5, age_s=0.6) == pytest.approx(0.5)  # the floor
+    assert next_poll_delay(floored, 5, age_s=4.0) == pytest.approx(0.8)  # the backoff again
+    assert next_poll_delay(floored, 9, age_s=4.0) == pytest.approx(1.0)  # a quarter of 4 s
+
+
+@pytest.mark.parametrize("done_at_s", [0.7, 2.0, 3.0, 20.0, 61.0, 200.0])
+@pytest.mark.parametrize("age_at_start_s", [0.0, 0.4])
+def test_a_slow_jobs_result_comes_at_most_a_quarter_late(
+    done_at_s: float, age_at_start_s: float
+) -> None:
+    clock = FakeClock()
+    floor_s = 0.5
+    policy = PollPolicy(
+        timeout_s=900,
+        first_delay_s=0.5 - age_at_start_s,
+        max_delay_s=30,
+        jitter=0.02,
+        next_delay_s=0.05,
+        age_share=0.25,
+        age_floor_s=floor_s,
+        age_at_start_s=age_at_start_s,
+    )
+
+    async def fetch() -> Transcription:
+        done = clock.now + age_at_start_s >= done_at_s
+        return Transcription(request_id="r9", status="COMPLETED" if done else "PENDING")
+
+    asyncio.run(poll_until_terminal(fetch, "r9", policy, clock=clock, sleep=clock.sleep))
+    time_to_result = clock.now + age_at_start_s
+    if done_at_s >= floor_s / 0.25:  # a slow job: at most a quarter late
+        assert time_to_result <= 1.25 * done_at_s
+    else:  # a young one: at most the floor late
+        assert time_to_result <= done_at_s + floor_s
+    assert len(clock.sleeps) <= 30  # geometric, not a fixed fast beat
 
 
 def test_poll_raises_terminal_errors_at_once() -> None:

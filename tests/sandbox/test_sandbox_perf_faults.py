@@ -4,6 +4,7 @@ limit, and time-to-result stats; checked over loopback against real sandboxes.""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -156,6 +157,43 @@ def test_rtf_applies_in_asr_mode(asr_sandbox_server: SandboxServer) -> None:
     assert control.stats()["timings"]["mean_processing_s"] >= 0.25 * duration
     control.reset()
     api.http.close()
+
+
+# -- heavy tail -------------------------------------------------------------------------------
+
+
+def test_heavy_tail_slows_the_same_share_of_audio_every_time(api: Api) -> None:
+    audios = [bytes([n]) * 256 for n in range(8)]
+
+    def slow(audio: bytes, share: float = 0.5) -> bool:
+        api.faults(heavy_tail_share=share, heavy_tail_s=0.8, processing_delay_s=[0, 0], seed=SEED)
+        url, request_id = api.slot()
+        assert api.put(url, audio).status_code == 200
+        uploaded = time.monotonic()
+        wait_until(lambda: api.status(request_id).json()["processingStatus"] != "PENDING")
+        return time.monotonic() - uploaded >= 0.8
+
+    first = [slow(a) for a in audios]
+    assert 0 < sum(first) < len(audios)  # a share, not all or none
+    assert [slow(a) for a in audios[:4]] == first[:4]  # decided by the audio, not by chance
+    assert not slow(audios[first.index(True)], share=0.0)
+
+
+def test_env_and_flags_set_the_heavy_tail(monkeypatch: pytest.MonkeyPatch) -> None:
+    clear_env(monkeypatch, "INVOX_SANDBOX_FAULTS__HEAVY_TAIL_SHARE")
+    monkeypatch.setenv("INVOX_SANDBOX_FAULTS__HEAVY_TAIL_SHARE", "0.02")
+    assert SandboxSettings().faults.heavy_tail_share == 0.02
+    assert SandboxSettings().faults.heavy_tail_s == 20.0
+    flags: dict[str, Any] = dict.fromkeys(
+        ("rate_429", "rate_503", "rate_500", "latency", "processing_delay", "token_ttl"), None
+    )
+    flags.update(dict.fromkeys(("url_ttl", "job_error_rate", "drop_callback_rate", "seed")))
+    overrides = _fault_overrides(
+        **flags, processing_rtf=None, max_inflight=None, heavy_tail=(0.02, 20.0)
+    )
+    assert overrides == {"heavy_tail_share": 0.02, "heavy_tail_s": 20.0}
+    with pytest.raises(ValidationError):
+        Faults(heavy_tail_share=1.5)
 
 
 # -- max_inflight -----------------------------------------------------------------------------
