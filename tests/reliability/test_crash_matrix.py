@@ -118,14 +118,15 @@ def _iteration(
     matrix.hidden_temps = len(list(out.rglob(".*.tmp-*")))  # invisible; swept after an hour
 
 
-def _seeds() -> list[Any]:
+def crash_seeds() -> list[Any]:
+    """Every seed; those beyond the CI ones run only under make test-all."""
     return [
         pytest.param(s, marks=() if s in CI_SEEDS else pytest.mark.crash_matrix_full)
         for s in ALL_SEEDS
     ]
 
 
-@pytest.mark.parametrize("seed", _seeds())
+@pytest.mark.parametrize("seed", crash_seeds())
 def test_crash_iteration(
     seed: int,
     matrix: Matrix,

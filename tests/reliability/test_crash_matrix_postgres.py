@@ -4,14 +4,13 @@ once, no audio uploaded twice. ``make test`` runs one kill per failpoint; ``make
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from sandbox.server import SandboxServer
 
 from ..postgres import PostgresServer
-from .test_crash_matrix import ALL_SEEDS, CI_SEEDS, Matrix, _iteration
+from .test_crash_matrix import Matrix, _iteration, crash_seeds
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +18,7 @@ def pg_matrix(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresServer
     return Matrix(tmp_path_factory.mktemp("crash-matrix-pg"), ledger_url=postgres.new_database())
 
 
-def _seeds() -> list[Any]:
-    return [
-        pytest.param(s, marks=() if s in CI_SEEDS else pytest.mark.crash_matrix_full)
-        for s in ALL_SEEDS
-    ]
-
-
-@pytest.mark.parametrize("seed", _seeds())
+@pytest.mark.parametrize("seed", crash_seeds())
 def test_crash_iteration_with_postgresql(
     seed: int,
     pg_matrix: Matrix,
