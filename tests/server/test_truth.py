@@ -153,8 +153,14 @@ def test_a_deployment_run_with_a_missing_manifest_fails_in_one_line(
     assert run.state is not None and run.state.is_failed()
     line = f"refused before any audio was read or paid for: manifest not found: {missing}"
     assert run.state.message == line
-    logs = _logs(server, run.id)
-    assert line in logs and not [m for m in logs if "Traceback" in m]
+
+    # The worker ships its logs in batches, after the state: poll for them with a deadline.
+    def logs_with_the_line() -> list[str] | None:
+        found = _logs(server, run.id)
+        return found if line in found else None
+
+    logs = wait_until(logs_with_the_line, timeout_s=30)
+    assert not [m for m in logs if "Traceback" in m]
 
 
 def _far_python(folder: Path) -> Path:
