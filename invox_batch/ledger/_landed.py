@@ -19,9 +19,10 @@ async def confirm_landed(client: InvoxClient, request_id: str, grace_s: float) -
     delays = itertools.chain([0.0], _PROBE_DELAYS_S, itertools.repeat(_PROBE_DELAYS_S[-1]))
     for delay in delays:
         if delay:
-            if time.monotonic() + delay > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return False
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(delay, left))  # the last probe is at the deadline itself
         try:
             with unlimited():
                 status = (await client.get_transcription(request_id)).status

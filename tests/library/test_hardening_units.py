@@ -79,6 +79,22 @@ def test_confirm_landed_reads_the_job_state(settings: InvoxSettings, tmp_path: P
     assert asyncio.run(scenario()) == (True, False, False)
 
 
+def test_confirm_landed_asks_once_more_at_its_deadline(
+    settings: InvoxSettings, sandbox: SandboxControl, tmp_path: Path
+) -> None:
+    """A job finishing between the spaced-out probes and the deadline is still seen as landed."""
+    audio = make_wav(tmp_path / "a.wav", 3)
+    sandbox.faults(processing_delay_s=[2.6, 2.6])
+
+    async def scenario() -> bool:
+        async with InvoxClient(settings) as client:
+            slot = await client.generate_presigned_url("audio/wav")
+            await client.upload(slot.presigned_url, audio, "audio/wav")
+            return await confirm_landed(client, slot.request_id, 3.4)  # probes 0-1.7 s, then 3.4 s
+
+    assert asyncio.run(scenario()) is True
+
+
 def test_a_slow_answer_is_lost_to_the_client_but_the_work_is_done(
     settings: InvoxSettings, sandbox: SandboxControl, tmp_path: Path
 ) -> None:
