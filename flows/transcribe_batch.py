@@ -45,7 +45,7 @@ from invox_batch.stopping import Stopped, current_stop
 from invox_batch.tables import Merged, Tables, split_run
 from tasks.limits import api_limit
 from tasks.outcomes import ledger_groups, show_cached
-from tasks.settle import FEW_FILES, OnDask, OnLoop, authenticate, batch_label
+from tasks.settle import FEW_FILES, OnDask, OnLoop, authenticating, batch_label
 
 from .artifacts import ProgressArtifact, artifact_key, publish_outcomes, publish_summary
 from .credentials import ledger_url, with_secret_block
@@ -212,7 +212,9 @@ async def _settle(
                     if scale.task_runner == "dask"
                     else OnLoop(scale.files_per_task, scale.max_concurrency)
                 )
-                outcomes = await settle_all(run, units, executor, lambda: authenticate(client))
+                outcomes = await settle_all(
+                    run, units, executor, lambda: authenticating(client, retrying)
+                )
                 cached = [u for u in units.values() if outcomes[u.identity].from_cache]
                 groups = ledger_groups(cached, FEW_FILES)
                 await show_cached([(batch_label(g), g) for g in groups], outcomes)

@@ -40,7 +40,15 @@ from invox_batch.settling import (
 
 from .outcomes import group_state, outcomes_of, unwrap
 
-__all__ = ["FEW_FILES", "OnDask", "OnLoop", "authenticate", "batch_label", "batches"]
+__all__ = [
+    "FEW_FILES",
+    "OnDask",
+    "OnLoop",
+    "authenticate",
+    "authenticating",
+    "batch_label",
+    "batches",
+]
 
 T = TypeVar("T")
 FEW_FILES = 100  # up to this many files, one task run each: cheap, and easiest to follow
@@ -79,6 +87,13 @@ async def authenticate(client: InvoxClient) -> None:
         if exc.retryable and exc.retry_after:
             await asyncio.sleep(min(exc.retry_after, 120.0))
         raise
+
+
+def authenticating(client: InvoxClient, retrying: Retrying) -> Awaitable[None]:
+    """The credential check with the run's own retry schedule, like every other API call."""
+    delays = retry_delays(retrying.retries, retrying.retry_base_delay_s)
+    check = authenticate.with_options(retries=retrying.retries, retry_delay_seconds=delays or 0)
+    return check(client)
 
 
 def batches(units: Sequence[Unit], files_per_task: int = 0) -> list[list[Unit]]:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from invox_batch.cli import app
 from invox_batch.dataset import read_files
 
-from ..flow_helpers import audio_set, recorded_uploads, write_csv_manifest
-from ..helpers import clear_env
+from ..flow_helpers import audio_set, recorded_uploads, run_flow, write_csv_manifest
+from ..helpers import SandboxControl, clear_env
 
 
 def _closed_port() -> int:
@@ -69,3 +69,18 @@ def test_api_down_for_the_whole_run_fails_every_row_quickly_with_one_message(
     flow_run_id = rows[0]["flow_run_id"]
     assert _authenticate_attempts(flow_run_id) <= 2  # one retry, not six with backoff
     assert recorded_uploads(out / ".state") == 0 and not list(out.rglob(".*.tmp-*"))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_credential_check_retries_on_the_runs_own_schedule(
+    own_api: SandboxControl, tmp_path: Path
+) -> None:
+    """retries=2 means three token attempts up front, not the six retries of a fixed schedule."""
+    own_api.faults(rate_503={"token": 1.0})
+    manifest = write_csv_manifest(tmp_path / "m.csv", audio_set(tmp_path, 2))
+
+    run = run_flow(own_api, manifest, tmp_path / "out", retries=2, retry_base_delay_s=0.0)
+
+    assert run.state.is_failed()
+    assert _authenticate_attempts(run.summary["flow_run_id"]) == 3
+    assert own_api.requests("token") == 3 and own_api.requests("presign") == 0
