@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from pydantic import SecretStr
-from sqlalchemy import Row, bindparam, delete, event, func, select, text, update
+from sqlalchemy import Row, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -48,6 +48,7 @@ from ._legacy import read_legacy
 from ._owner import Owner, alive_here
 from ._places import Attempt, Generation, place, upload_key
 from ._schema import attempts, intents, migrate, tombstones
+from ._sqlite import SqliteThread, sqlite_engine
 from ._url import ENV, SQLITE_NAME, LedgerTarget, parse_url
 
 __all__ = ["LEASE_ENV", "Ledger"]
@@ -100,23 +101,7 @@ def _engine(target: LedgerTarget) -> AsyncEngine:
         return create_async_engine(
             url, pool_size=10, max_overflow=40, connect_args={"timeout": 10}, hide_parameters=True
         )
-    engine = create_async_engine(
-        url, connect_args={"timeout": 30}, pool_size=10, max_overflow=40, hide_parameters=True
-    )
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _pragmas(connection: Any, _: Any) -> None:
-        cursor = connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "busy_timeout=30000",
-            "synchronous=FULL",
-            "secure_delete=ON",  # forgotten transcripts do not linger in free pages
-        ):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
-
-    return engine
+    return sqlite_engine(url)
 
 
 def _attempt(row: Row[Any], now: float) -> Attempt:
@@ -185,6 +170,7 @@ class Ledger:
         self.lease_s = _lease_s()
         self._engine: AsyncEngine | None = None
         self._lock: asyncio.Lock | None = None
+        self._sqlite: SqliteThread | None = None  # SQLite's transactions, on one thread
         self._sql = _Statements(target.dialect)
         # Intents read with a fresh claim, for the first find_landed: one transaction less.
         self._claimed_intents: dict[str, list[str]] = {}
@@ -217,6 +203,9 @@ class Ledger:
     async def close(self) -> None:
         """Give the connections back; the ledger reopens on its next use."""
         engine, self._engine = self._engine, None
+        sqlite, self._sqlite = self._sqlite, None
+        if sqlite is not None:
+            await sqlite.close()
         if engine is not None:
             await engine.dispose()
 
@@ -232,6 +221,8 @@ class Ledger:
         async with self._lock:
             if self._engine is None:
                 self._engine = await self._connect()
+                if self.target.dialect == "sqlite":
+                    self._sqlite = SqliteThread(self.target.url.get_secret_value())
         return self._engine
 
     async def _connect(self) -> AsyncEngine:
@@ -307,6 +298,8 @@ class Ledger:
         engine = await self._ready()
         for delay in (*_RETRY_DELAYS_S, None):
             try:
+                if self._sqlite is not None:
+                    return await self._sqlite.run(work)
                 async with engine.begin() as conn:
                     return await work(conn)
             except Exception as exc:
