@@ -50,6 +50,26 @@ def _start(out: Path, env: dict[str, str], err: Path) -> subprocess.Popen[bytes]
         )
 
 
+def _start_a_stalled_upload(
+    tmp_path: Path, home: Path
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """The CLI with its first upload announced and its body stalled: in flight past the grace."""
+    env = _env(
+        home,
+        INVOX_SANDBOX_PROCESSING="instant",
+        INVOX_SANDBOX_FAULTS__STALL_UPLOAD_RATE="1",
+        INVOX_SANDBOX_FAULTS__STALL_UPLOAD_S="60",
+    )
+    out, err = tmp_path / "out", tmp_path / "stderr"
+    cli = _start(out, env, err)
+    try:
+        wait_until(lambda: recorded_intents(out / ".state"), timeout_s=120)
+    except BaseException:
+        os.killpg(cli.pid, signal.SIGKILL)
+        raise
+    return cli, out, err
+
+
 def _flow_run_state(home: Path, out: Path) -> str:
     """The state the CLI's temporary server recorded for the run writing to ``out``."""
     with sqlite3.connect(home / "prefect.db") as db:
@@ -122,18 +142,8 @@ def test_sigterm_stops_within_10_s_and_a_rerun_uploads_nothing_twice(
 def test_sigterm_abandons_a_stalled_upload_safely_and_takes_the_sandbox_along(
     tmp_path: Path, subprocess_prefect_home: Path
 ) -> None:
-    env = _env(
-        subprocess_prefect_home,
-        INVOX_SANDBOX_PROCESSING="instant",
-        INVOX_SANDBOX_FAULTS__STALL_UPLOAD_RATE="1",
-        INVOX_SANDBOX_FAULTS__STALL_UPLOAD_S="60",
-    )
-    out, err = tmp_path / "out", tmp_path / "stderr"
-    cli = _start(out, env, err)
-    try:  # the upload is announced, then its body stalls: in flight past the grace
-        wait_until(lambda: recorded_intents(out / ".state"), timeout_s=120)
-    finally:
-        os.kill(cli.pid, signal.SIGTERM)
+    cli, out, err = _start_a_stalled_upload(tmp_path, subprocess_prefect_home)
+    os.kill(cli.pid, signal.SIGTERM)
     assert _ends(cli) < 10
     assert cli.returncode == 143
     [line] = _stopped_output(err)
@@ -146,16 +156,8 @@ def test_sigterm_abandons_a_stalled_upload_safely_and_takes_the_sandbox_along(
 
 
 def test_a_second_ctrl_c_exits_at_once(tmp_path: Path, subprocess_prefect_home: Path) -> None:
-    env = _env(
-        subprocess_prefect_home,
-        INVOX_SANDBOX_PROCESSING="instant",
-        INVOX_SANDBOX_FAULTS__STALL_UPLOAD_RATE="1",
-        INVOX_SANDBOX_FAULTS__STALL_UPLOAD_S="60",
-    )
-    out, err = tmp_path / "out", tmp_path / "stderr"
-    cli = _start(out, env, err)
+    cli, _, err = _start_a_stalled_upload(tmp_path, subprocess_prefect_home)
     try:
-        wait_until(lambda: recorded_intents(out / ".state"), timeout_s=120)
         os.killpg(cli.pid, signal.SIGINT)
         first = time.monotonic()
         wait_until(lambda: "stopping on SIGINT" in err.read_text(), timeout_s=10)
