@@ -128,10 +128,9 @@ async def check_all(manifest: Manifest, settings: InvoxSettings, state_dir: Path
     keys = await asyncio.to_thread(lambda: [cache.key(r, mime_types) for r in rows])
     checks = [cache.get(key, row) for row, key in zip(rows, keys, strict=True)]
     unknown = [i for i, check in enumerate(checks) if check is None]
-    threads = await asyncio.to_thread(_threads_for, [rows[i] for i in unknown])
-    fresh = await on_threads(
-        [rows[i] for i in unknown], lambda r: inspect_audio(r, mime_types, spool), threads
-    )
+    todo = [rows[i] for i in unknown]
+    threads = await asyncio.to_thread(_threads_for, todo)
+    fresh = await on_threads(todo, lambda r: inspect_audio(r, mime_types, spool), threads)
     for i, check in zip(unknown, fresh, strict=True):
         cache.put(keys[i], check)
         checks[i] = check
