@@ -8,6 +8,7 @@ tells.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import uuid
@@ -24,8 +25,9 @@ def _read(path: str) -> str:
         return ""
 
 
+@functools.cache
 def _node() -> str:
-    """This kernel boot and pid namespace: where a pid means the same process."""
+    """This kernel boot and pid namespace: where a pid means the same process (read once)."""
     try:
         namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
@@ -66,8 +68,9 @@ class Owner:
     pid: int = field(default_factory=os.getpid)
     nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    @property
+    @functools.cached_property
     def process(self) -> str:
+        """Read once: a claim per file must not cost three reads of ``/proc``."""
         return process_token(self.pid)
 
     def describe(self) -> str:
