@@ -26,6 +26,7 @@ from invox import (
     Transcription,
     UploadURLRejectedError,
 )
+from invox._client import SMALL_FILE_BYTES
 from sandbox.server import SandboxServer
 from sandbox.settings import SandboxSettings
 
@@ -66,6 +67,26 @@ def test_full_cycle_transcribes_and_counts_one_call_each(
     assert stats["requests"]["presign"] == 1
     assert stats["requests"]["upload"] == 1
     assert stats["uploads_by_sha256"] == {sha256_of(WAV): 1}
+
+
+def test_small_and_large_files_arrive_byte_for_byte(
+    settings: InvoxSettings, sandbox: SandboxControl, tmp_path: Path
+) -> None:
+    """A small file is read whole and a large one streamed in chunks: both land intact."""
+    small = tmp_path / "small.wav"
+    small.write_bytes(WAV.read_bytes()[: SMALL_FILE_BYTES - 1])
+    large = tmp_path / "large.wav"
+    large.write_bytes((WAV.read_bytes() * (SMALL_FILE_BYTES // WAV.stat().st_size + 2))[:-7])
+    chunked = settings.model_copy(update={"upload_chunk_bytes": 64 * 1024})
+
+    async def put_both(client: InvoxClient) -> None:
+        for path in (small, large):
+            slot = await client.generate_presigned_url("audio/wav")
+            await client.upload(slot.presigned_url, path, "audio/wav")
+
+    with_client(chunked, put_both)
+    assert large.stat().st_size > SMALL_FILE_BYTES
+    assert sandbox.stats()["uploads_by_sha256"] == {sha256_of(small): 1, sha256_of(large): 1}
 
 
 def test_older_api_version_gets_no_vtt(settings: InvoxSettings, sandbox: SandboxControl) -> None:
