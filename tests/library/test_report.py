@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import json
 import logging
@@ -138,6 +139,19 @@ def test_html_is_self_contained_with_four_plots_and_no_transcripts(dataset: Path
     assert "<script" not in page and "<link" not in page
     assert SECRET_TEXT not in page and SECRET_TEXT not in report_markdown(load_report(dataset))
     assert len(page) < 400_000
+
+
+def test_a_cached_run_shows_titled_placeholders_instead_of_empty_plots(dataset: Path) -> None:
+    page = report_html(load_report(dataset, RUN_B))
+    sources = dict(re.findall(r'<img class="plot" id="plot-([a-z_]+)" [^>]*src="([^"]+)"', page))
+    assert list(sources) == ["status", "time_to_result", "throughput", "duration_vs_time"]
+    assert sources.pop("status").startswith("data:image/png;base64,")
+    titles = ["Time to result", "Throughput over the run", "Audio duration vs processing time"]
+    for uri, title in zip(sources.values(), titles, strict=True):
+        kind, _, data = uri.partition(";base64,")
+        svg = base64.b64decode(data).decode()
+        assert kind == "data:image/svg+xml" and f">{title}</text>" in svg
+        assert "no fresh results in this selection" in svg
 
 
 def test_run_report_writes_the_page_and_the_summary_section(dataset: Path) -> None:
