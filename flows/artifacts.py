@@ -83,13 +83,15 @@ class ProgressArtifact:
         self.tracker = tracker
         self.key = key
         self.interval_s = interval_s
-        self._artifact_id: UUID | None = None
+        self._created: asyncio.Future[UUID] | None = None
         self._last = 0.0
         self._pending: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> ProgressArtifact:
-        self._artifact_id = await acreate_progress_artifact(
-            progress=0.0, key=self.key, description=self.tracker.snapshot().line()
+        self._created = asyncio.ensure_future(  # the run goes on while the server answers
+            acreate_progress_artifact(
+                progress=0.0, key=self.key, description=self.tracker.snapshot().line()
+            )
         )
         self.tracker.listeners.append(self._listen)
         return self
@@ -108,9 +110,10 @@ class ProgressArtifact:
             update.add_done_callback(self._pending.discard)
 
     async def _push(self, snapshot: ProgressSnapshot) -> None:
-        if self._artifact_id:
+        if self._created:
+            artifact_id = await self._created
             await aupdate_progress_artifact(
-                self._artifact_id, snapshot.percent, description=snapshot.line()
+                artifact_id, snapshot.percent, description=snapshot.line()
             )
 
 

@@ -311,20 +311,24 @@ async def _conclude(
     output: Output, staging: Path, summary: dict[str, Any], written: Written
 ) -> State[Any]:
     """Write the summary and the HTML report, publish a remote output, say how the run ended."""
-    flow_run_id = summary["flow_run_id"]
+    flow_run_id, manifest, shard = summary["flow_run_id"], summary["manifest"], summary["shard"]
     summary_path = write_summary(staging, flow_run_id, summary)
-    report = await build_run_report(staging, flow_run_id, get_run_logger())
-    report_parts = [report.html] if report else []
-    if output.is_remote:
-        every = [*written.parts, summary_path, *report_parts]
-        output.publish(staging, [p.relative_to(staging) for p in every], flow_run_id)
-        shutil.rmtree(staging, ignore_errors=True)
+    outcomes = asyncio.create_task(publish_outcomes(summary, written.rows, manifest, shard or ""))
+    try:  # the per-file artifacts go to Prefect while the report is drawn on its thread
+        report = await build_run_report(staging, flow_run_id, get_run_logger())
+        report_parts = [report.html] if report else []
+        if output.is_remote:
+            every = [*written.parts, summary_path, *report_parts]
+            output.publish(staging, [p.relative_to(staging) for p in every], flow_run_id)
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        outcomes.cancel()
+        raise
     report_at = output.location(report.html.relative_to(staging)) if report else None
-    manifest, shard = summary["manifest"], summary["shard"] or ""
-    emit_run_events(summary)  # queued: sent while the artifacts are created
+    emit_run_events(summary)  # queued: sent while the summary artifact is created
     await asyncio.gather(
-        publish_outcomes(summary, written.rows, manifest, shard),
-        publish_summary(summary, manifest, shard, extra=report_section(report, report_at)),
+        outcomes,
+        publish_summary(summary, manifest, shard or "", extra=report_section(report, report_at)),
     )
     get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",
