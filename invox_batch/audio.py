@@ -32,6 +32,7 @@ __all__ = [
 
 
 CHUNK_BYTES = 1024 * 1024
+SMALL_FILE_BYTES = 256 * 1024
 _HEAD_BYTES = 4096
 
 # Families the API accepts, keyed by the extension whose configured mime type they are sent as.
@@ -134,10 +135,10 @@ def _inspect(
     if not is_uri(row.location):
         path = Path(row.location)
         size = _stat_local(path, shown, row.audio_path)
-        return _examine(path, size, None, row, mime_types, declared, hash_content)
+        return _examine(path, size, None, row, shown, mime_types, declared, hash_content)
     path, size, digest = _spool(row.location, spool_dir, shown)
     try:
-        return _examine(path, size, digest, row, mime_types, declared, hash_content)
+        return _examine(path, size, digest, row, shown, mime_types, declared, hash_content)
     except _Rejected:
         path.unlink(missing_ok=True)
         raise
@@ -148,12 +149,12 @@ def _examine(
     size: int,
     digest: str | None,
     row: ManifestRow,
+    shown: str,
     mime_types: Mapping[str, str],
     declared: str | None,
     hash_content: bool,
 ) -> AudioCheck:
     """The checks on the bytes themselves, once they are in a local file."""
-    shown = _show(row.location)
     if size == 0:
         raise _Rejected(
             ErrorType.EMPTY_FILE,
@@ -170,7 +171,7 @@ def _examine(
             sha256=digest,
         )
     if digest is None and hash_content:
-        digest = _read_or_reject(lambda: _sha256(path), shown, size, None)
+        digest = _read_or_reject(lambda: _sha256(path, size), shown, size, None)
     return AudioCheck(path, digest, size, mime, content.duration_s, None, None)
 
 
@@ -186,6 +187,8 @@ def _show(text: str) -> str:
     """A path fit for a one-line message: no query string (signatures), no control characters."""
     if "://" in text and "?" in text:
         text = text.split("?", 1)[0]
+    if text.isprintable():  # nearly every path: no copy character by character
+        return text
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
@@ -275,8 +278,11 @@ def _copy_hashing(source: IO[bytes], out: IO[bytes]) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    """sha256 of a file in 1 MiB chunks into one reused buffer (hashlib releases the GIL)."""
+def _sha256(path: Path, size: int) -> str:
+    """sha256 of a file: a small one read whole, a large one in 1 MiB chunks into one reused
+    buffer (hashlib releases the GIL); a 1 MiB buffer per small file cost more than hashing it."""
+    if size <= SMALL_FILE_BYTES:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
     digest = hashlib.sha256()
     buffer = bytearray(CHUNK_BYTES)
     view = memoryview(buffer)
@@ -312,21 +318,20 @@ def _read_or_reject(read: Callable[[], T], shown: str, size: int, digest: str | 
 
 def _sniff(path: Path) -> _Content:
     """Classify a file by content alone: magic bytes first, then libsndfile."""
-    with path.open("rb") as handle:
+    with path.open("rb", buffering=0) as handle:
         head = handle.read(_HEAD_BYTES)
         magic = _sniff_magic(head)
         if magic is not None:
             return magic
         handle.seek(0)
-        # A file object, not a name: given a name, libsndfile falls back on the extension
-        # (any bytes named .vox open as raw audio).
+        # A descriptor, not a name: given a name, libsndfile falls back on the extension (any
+        # bytes named .vox open as raw audio); nor a file object, read through Python callbacks.
         try:
-            info = soundfile.info(handle)
+            with soundfile.SoundFile(handle.fileno(), closefd=False) as info:
+                found = (info.format, info.format_info, info.frames, info.samplerate)
         except (soundfile.SoundFileError, RuntimeError, ValueError, TypeError) as exc:
             return _unrecognised(head, getattr(exc, "error_string", None) or str(exc))
-    return _from_sndfile(
-        str(info.format), str(info.format_info), int(info.frames), int(info.samplerate)
-    )
+    return _from_sndfile(str(found[0]), str(found[1]), int(found[2]), int(found[3]))
 
 
 def _sniff_magic(head: bytes) -> _Content | None:

@@ -177,6 +177,7 @@ def test_large_file_is_never_read_into_memory(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert result.ok and result.duration_s == pytest.approx(1500)
     assert peak < 4 * 1024 * 1024
+    assert result.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_names_with_spaces_and_non_ascii(tmp_path: Path) -> None:
@@ -288,6 +289,20 @@ def test_garbage_and_text_named_wav_are_not_audio(tmp_path: Path) -> None:
     text = check(tmp_path, write(tmp_path / "page.wav", page))
     assert text.error_type == "not_audio"
     assert "contains text" in (text.error_message or "")
+
+
+def test_checks_of_good_and_undecodable_files_leave_no_descriptor_open(tmp_path: Path) -> None:
+    good = write(tmp_path / "good.wav", audio_bytes("WAV"))
+    cut = write(tmp_path / "cut.wav", audio_bytes("WAV")[:30])
+    garbage = write(tmp_path / "garbage.wav", os.urandom(5_000))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        assert [check(tmp_path, p).error_type for p in (good, cut, garbage)] == [
+            None,
+            "not_audio",
+            "not_audio",
+        ]
+    assert len(os.listdir("/proc/self/fd")) == before
 
 
 def test_truncated_header_looks_like_but_cannot_be_decoded(tmp_path: Path) -> None:
