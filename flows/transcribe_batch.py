@@ -176,6 +176,7 @@ async def _settle(
     get_run_logger().info("%d unique audio files to settle", len(units))
     tracker = ProgressTracker(len(units))
     store = Path(callbacks.callback_store) if callbacks.callback_store else state_dir / "callbacks"
+    across_runs = asyncio.ensure_future(api_limit())  # asked while the ledger and client open
     try:
         async with (
             ledger,
@@ -204,7 +205,7 @@ async def _settle(
                     callback_url=callback_url,
                     progress=tracker,
                     calls=calls,
-                    across_runs=await api_limit(),
+                    across_runs=await across_runs,
                     stopping=current_stop(),
                 )
                 executor = (
@@ -219,6 +220,7 @@ async def _settle(
                 groups = ledger_groups(cached, FEW_FILES)
                 await show_cached([(batch_label(g), g) for g in groups], outcomes)
     finally:
+        across_runs.cancel()  # done by now, unless the ledger or the client could not open
         shutil.rmtree(state_dir / "spool", ignore_errors=True)  # copies of remote medical audio
     return run, outcomes
 
