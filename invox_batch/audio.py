@@ -24,6 +24,7 @@ from .manifest import ManifestRow
 __all__ = [
     "ACCEPTED_MIME_TYPES",
     "CHUNK_BYTES",
+    "LARGE_FILE_BYTES",
     "AudioCheck",
     "detect_mime_type",
     "inspect_audio",
@@ -32,7 +33,7 @@ __all__ = [
 
 
 CHUNK_BYTES = 1024 * 1024
-SMALL_FILE_BYTES = 256 * 1024
+LARGE_FILE_BYTES = 256 * 1024  # hashed in chunks from this size, and its checks worth threads
 _HEAD_BYTES = 4096
 
 # Families the API accepts, keyed by the extension whose configured mime type they are sent as.
@@ -281,7 +282,7 @@ def _copy_hashing(source: IO[bytes], out: IO[bytes]) -> tuple[int, str]:
 def _sha256(path: Path, size: int) -> str:
     """sha256 of a file: a small one read whole, a large one in 1 MiB chunks into one reused
     buffer (hashlib releases the GIL); a 1 MiB buffer per small file cost more than hashing it."""
-    if size <= SMALL_FILE_BYTES:
+    if size < LARGE_FILE_BYTES:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     digest = hashlib.sha256()
     buffer = bytearray(CHUNK_BYTES)

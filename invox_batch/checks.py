@@ -21,7 +21,7 @@ from typing import Any, TypeVar, cast
 
 from invox import InvoxSettings
 
-from .audio import AudioCheck, inspect_audio, is_uri
+from .audio import LARGE_FILE_BYTES, AudioCheck, inspect_audio, is_uri
 from .files import atomic_write
 from .ledger import audio_identity
 from .manifest import Manifest, ManifestRow
@@ -32,7 +32,6 @@ __all__ = ["CheckCache", "Checked", "check_all", "on_threads", "units_of"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-LARGE_FILE_BYTES = 256 * 1024  # hashing one costs more than the Python around it
 
 
 class CheckCache:
