@@ -313,9 +313,10 @@ async def _conclude(
     output: Output, staging: Path, summary: dict[str, Any], written: Written
 ) -> State[Any]:
     """Write the summary and the HTML report, publish a remote output, say how the run ended."""
-    flow_run_id, manifest, shard = summary["flow_run_id"], summary["manifest"], summary["shard"]
+    flow_run_id, manifest = summary["flow_run_id"], summary["manifest"]
+    shard = summary["shard"] or ""
     summary_path = write_summary(staging, flow_run_id, summary)
-    outcomes = asyncio.create_task(publish_outcomes(summary, written.rows, manifest, shard or ""))
+    outcomes = asyncio.create_task(publish_outcomes(summary, written.rows, manifest, shard))
     try:  # the per-file artifacts go to Prefect while the report is drawn on its thread
         report = await build_run_report(staging, flow_run_id, get_run_logger())
         report_parts = [report.html] if report else []
@@ -330,7 +331,7 @@ async def _conclude(
     emit_run_events(summary)  # queued: sent while the summary artifact is created
     await asyncio.gather(
         outcomes,
-        publish_summary(summary, manifest, shard or "", extra=report_section(report, report_at)),
+        publish_summary(summary, manifest, shard, extra=report_section(report, report_at)),
     )
     get_run_logger().info(
         "%d completed, %d failed (%d from cache); API calls %s",

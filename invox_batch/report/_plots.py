@@ -17,13 +17,15 @@ _SIZE = (6.0, 3.4)
 _DPI = 80
 _EMPTY = "no fresh results in this selection (all from cache, or none completed)"
 _TITLES = {
+    "status": "Status breakdown",
     "time_to_result": "Time to result",
     "throughput": "Throughput over the run",
     "duration_vs_time": "Audio duration vs processing time",
 }
+Draw = Callable[[Axes], None]
 
 
-def _png(draw: Callable[[Axes], None]) -> str:
+def _png(draw: Draw) -> str:
     """One figure drawn by ``draw``, as a data: URI (Figure, not pyplot: no global state)."""
     figure = Figure(figsize=_SIZE, dpi=_DPI, layout="constrained")
     draw(figure.add_subplot())
@@ -46,14 +48,19 @@ def _placeholder_svg(title: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
 
 
-def _placeholder(axes: Axes) -> None:
-    """Say why a plot has no data instead of leaving it blank."""
-    axes.text(0.5, 0.5, _EMPTY, ha="center", va="center", wrap=True, transform=axes.transAxes)
-    axes.set_xticks([])
-    axes.set_yticks([])
+def _plot(name: str, draw: Draw | None) -> str:
+    """The plot drawn and titled, or its titled placeholder when it has nothing to draw."""
+    if draw is None:
+        return _placeholder_svg(_TITLES[name])
+
+    def titled(axes: Axes) -> None:
+        axes.set_title(_TITLES[name])
+        draw(axes)
+
+    return _png(titled)
 
 
-def _status(statuses: Mapping[str, int], errors: Mapping[str, int]) -> Callable[[Axes], None]:
+def _status(statuses: Mapping[str, int], errors: Mapping[str, int]) -> Draw:
     """Rows completed, then failed rows split by error type."""
     labels = ["completed", *(f"failed: {k}" for k in errors)]
     counts = [statuses.get("completed", 0), *errors.values()]
@@ -64,19 +71,17 @@ def _status(statuses: Mapping[str, int], errors: Mapping[str, int]) -> Callable[
         axes.bar_label(bars, padding=2)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("rows")
-        axes.set_title("Status breakdown")
 
     return draw
 
 
-def _ttr(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
+def _ttr(points: Sequence[Mapping[str, Any]]) -> Draw | None:
     """Histogram of seconds from upload to result."""
+    values = [p["ttr_s"] for p in points if p["ttr_s"] is not None]
+    if not values:
+        return None
 
     def draw(axes: Axes) -> None:
-        axes.set_title(_TITLES["time_to_result"])
-        values = [p["ttr_s"] for p in points if p["ttr_s"] is not None]
-        if not values:
-            return _placeholder(axes)
         bins = min(30, max(5, len(values) // 2))
         axes.hist(values, bins=bins, color="#1565c0", edgecolor="white")
         axes.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -86,16 +91,15 @@ def _ttr(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
     return draw
 
 
-def _throughput(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
+def _throughput(points: Sequence[Mapping[str, Any]]) -> Draw | None:
     """Cumulative files completed against time since each run's first upload (s, or min)."""
+    runs: dict[str, list[Mapping[str, Any]]] = {}
+    for point in points:
+        runs.setdefault(point["flow_run_id"], []).append(point)
+    if not runs:
+        return None
 
     def draw(axes: Axes) -> None:
-        axes.set_title(_TITLES["throughput"])
-        runs: dict[str, list[Mapping[str, Any]]] = {}
-        for point in points:
-            runs.setdefault(point["flow_run_id"], []).append(point)
-        if not runs:
-            return _placeholder(axes)
         shown = list(runs.items())[:6]
         elapsed = {run_id: _elapsed_s(rows) for run_id, rows in shown}
         longest = max((max(v) for v in elapsed.values() if v), default=0.0)
@@ -117,14 +121,13 @@ def _elapsed_s(rows: Sequence[Mapping[str, Any]]) -> list[float]:
     return sorted((p["completed_at"] - first).total_seconds() for p in rows)
 
 
-def _duration_vs_time(points: Sequence[Mapping[str, Any]]) -> Callable[[Axes], None]:
+def _duration_vs_time(points: Sequence[Mapping[str, Any]]) -> Draw | None:
     """Audio duration against processing time, one dot per file."""
+    pairs = [(p["duration_s"], p["ttr_s"]) for p in points if p["duration_s"] is not None]
+    if not pairs:
+        return None
 
     def draw(axes: Axes) -> None:
-        axes.set_title(_TITLES["duration_vs_time"])
-        pairs = [(p["duration_s"], p["ttr_s"]) for p in points if p["duration_s"] is not None]
-        if not pairs:
-            return _placeholder(axes)
         durations, seconds = zip(*pairs, strict=True)
         axes.scatter(durations, seconds, s=12, alpha=0.6, color="#6a1b9a")
         axes.set_xlabel("audio duration (s)")
@@ -139,11 +142,10 @@ def render_plots(
     points: Sequence[Mapping[str, Any]],
 ) -> dict[str, str]:
     """Plot name → data URI (a PNG, or an SVG placeholder), for the HTML template."""
-    status = {"status": _png(_status(statuses, errors))}
-    if not points:  # a run served from cache: nothing fresh to plot
-        return status | {name: _placeholder_svg(title) for name, title in _TITLES.items()}
-    return status | {
-        "time_to_result": _png(_ttr(points)),
-        "throughput": _png(_throughput(points)),
-        "duration_vs_time": _png(_duration_vs_time(points)),
+    draws = {
+        "status": _status(statuses, errors),
+        "time_to_result": _ttr(points),
+        "throughput": _throughput(points),
+        "duration_vs_time": _duration_vs_time(points),
     }
+    return {name: _plot(name, draw) for name, draw in draws.items()}
